@@ -1,0 +1,109 @@
+"""The one exception hierarchy of mlcost.
+
+Vendor errors (pynvml, mlflow, pydantic) are caught where they happen and re-raised as one of these,
+``from`` the original, so callers handle a small, stable set of types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MlcostError(Exception):
+    """Base class of every error mlcost raises on purpose."""
+
+
+class ConfigError(MlcostError, ValueError):
+    """A policy file, price catalog or argument is malformed.
+
+    The message always names the source (file or argument), the field and what is allowed, because
+    the person reading it is editing that file and should not have to guess.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None) -> None:
+        self.source = source
+        self.field = field
+        prefix = ""
+        if source:
+            prefix += f"{source}: "
+        if field:
+            prefix += f"{field}: "
+        super().__init__(prefix + message)
+
+
+class UnknownGpuType(ConfigError, KeyError):
+    """A GPU type that neither the built-in nor the user's price catalog knows."""
+
+    def __init__(self, gpu_type: str, known: list[str], *, source: str | None = None) -> None:
+        self.gpu_type = gpu_type
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown GPU type {gpu_type!r}; known types: {', '.join(self.known)} "
+            "(add it to your price catalog, MLCOST_PRICES, to price it)",
+            source=source,
+            field="gpu_type",
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class TelemetryError(MlcostError):
+    """A telemetry backend failed in a way the meter turns into a `degraded` record."""
+
+
+class DeviceLost(TelemetryError):
+    """A device stopped answering mid-run (fell off the bus, driver reset, MIG instance destroyed)."""
+
+
+class GuardrailBreached(MlcostError):
+    """A guardrail stopped (or refused) a step.
+
+    Carries what a person needs to decide what to do next: which limit, what was observed, and where
+    the limit came from (a keyword argument, a policy file, an environment variable).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit_name: str,
+        limit: Any,
+        observed: Any,
+        policy: str,
+        step: str | None = None,
+    ) -> None:
+        self.limit_name = limit_name
+        self.limit = limit
+        self.observed = observed
+        self.policy = policy
+        self.step = step
+        super().__init__(message)
+
+    @property
+    def spent_usd(self) -> float | None:
+        """The spend at the time of the breach, when the limit is a money limit."""
+        return self.observed if isinstance(self.observed, (int, float)) and "usd" in self.limit_name else None
+
+    def __reduce__(self):  # keep the fields across pickling (Airflow XCom, multiprocessing)
+        return (
+            _rebuild_breach,
+            (type(self), self.args[0], self.limit_name, self.limit, self.observed, self.policy, self.step),
+        )
+
+
+def _rebuild_breach(cls, message, limit_name, limit, observed, policy, step):
+    return cls(message, limit_name=limit_name, limit=limit, observed=observed, policy=policy, step=step)
+
+
+class BudgetExceeded(GuardrailBreached):
+    """The step's spend passed its budget (live) or its projected cost would (preflight)."""
+
+    @property
+    def spent_usd(self) -> float:
+        return float(self.observed)
+
+
+class PreflightRefused(GuardrailBreached):
+    """A step was refused before it started: too many GPUs/nodes, a disallowed type, or a projected
+    cost over budget. No GPU time was spent."""

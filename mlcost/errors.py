@@ -38,8 +38,9 @@ class UnknownGpuType(ConfigError, KeyError):
         self.gpu_type = gpu_type
         self.known = sorted(known)
         super().__init__(
-            f"unknown GPU type {gpu_type!r}; known types: {', '.join(self.known)} "
-            "(add it to your price catalog, MLCOST_PRICES, to price it)",
+            f"unknown GPU type {gpu_type!r}; known types: {', '.join(self.known)}, and their MIG "
+            "profiles as '<GPU>:<profile>' (e.g. 'H100:1g.10gb'); add it to your price catalog "
+            "(MLCOST_PRICES) to price it",
             source=source,
             field="gpu_type",
         )

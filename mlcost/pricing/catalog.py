@@ -129,7 +129,7 @@ class PriceCatalog:
             price = getattr(self._data.gpus[name], pricing)
             if price is None:
                 raise ConfigError(
-                    f"no {pricing} price for {name}; add `{pricing} = <USD per GPU-hour>` under [gpus.\"{name}\"]",
+                    f'no {pricing} price for {name}; add `{pricing} = <USD per GPU-hour>` under [gpus."{name}"]',
                     source=", ".join(self.sources),
                     field=f"gpus.{name}.{pricing}",
                 )

@@ -16,12 +16,12 @@ from mlcost.usage import Usage
 class Cost:
     """The money lines of one step (USD)."""
 
-    gpu_hour_usd: float        # the unit price applied
-    compute_usd: float         # allocated GPU-hours × unit price
-    idle_usd: float            # the share of compute_usd spent below the idle threshold
-    energy_usd: float          # measured kWh × $/kWh (0 when no energy was measured)
+    gpu_hour_usd: float  # the unit price applied
+    compute_usd: float  # allocated GPU-hours × unit price
+    idle_usd: float  # the share of compute_usd spent below the idle threshold
+    energy_usd: float  # measured kWh × $/kWh (0 when no energy was measured)
     spot_whatif_usd: float | None  # the same allocation at spot prices
-    total_usd: float           # compute, plus energy when the catalog says energy is billed apart
+    total_usd: float  # compute, plus energy when the catalog says energy is billed apart
 
     @property
     def spot_saving_usd(self) -> float | None:

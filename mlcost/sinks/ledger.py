@@ -174,7 +174,9 @@ class Ledger:
 
     def remote_id(self, step_id: str, sink: str) -> str | None:
         with self.connect() as conn:
-            row = conn.execute("SELECT remote_id FROM synced WHERE step_id = ? AND sink = ?", (step_id, sink)).fetchone()
+            row = conn.execute(
+                "SELECT remote_id FROM synced WHERE step_id = ? AND sink = ?", (step_id, sink)
+            ).fetchone()
         return row["remote_id"] if row else None
 
     def unsynced(self, sink: str) -> list[StepCost]:

@@ -108,3 +108,7 @@ class BudgetExceeded(GuardrailBreached):
 class PreflightRefused(GuardrailBreached):
     """A step was refused before it started: too many GPUs/nodes, a disallowed type, or a projected
     cost over budget. No GPU time was spent."""
+
+
+class ProjectedBudgetExceeded(PreflightRefused, BudgetExceeded):
+    """Refused before starting: the request × max duration × price is over the budget."""

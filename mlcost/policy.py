@@ -129,7 +129,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     for name, value in env.items():
         if not name.startswith(_ENV_PREFIX) or "__" not in name:
             continue
-        table, _, key = name[len(_ENV_PREFIX):].lower().partition("__")
+        table, _, key = name[len(_ENV_PREFIX) :].lower().partition("__")
         if table in tables and key:
             parsed: Any = [v.strip() for v in value.split(",")] if key == "allowed_gpu_types" else value
             found[f"{table}.{key}"] = (parsed, name)

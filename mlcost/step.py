@@ -10,14 +10,14 @@ from mlcost.usage import DeviceUsage, HostUsage
 
 STATUS_RUNNING = "running"
 STATUS_SUCCEEDED = "succeeded"
-STATUS_FAILED = "failed"        # the step body raised
-STATUS_BREACHED = "breached"    # a guardrail stopped or refused it
-STATUS_KILLED = "killed"        # SIGTERM / on_kill / interrupted
+STATUS_FAILED = "failed"  # the step body raised
+STATUS_BREACHED = "breached"  # a guardrail stopped or refused it
+STATUS_KILLED = "killed"  # SIGTERM / on_kill / interrupted
 STATUSES = (STATUS_RUNNING, STATUS_SUCCEEDED, STATUS_FAILED, STATUS_BREACHED, STATUS_KILLED)
 
 
 class Breach(BaseModel):
-    kind: str            # "budget", "max_duration", "idle_timeout", "max_gpus", "preflight_budget", ...
+    kind: str  # "budget", "max_duration", "idle_timeout", "max_gpus", "preflight_budget", ...
     limit: Any
     observed: Any
     policy: str
@@ -35,16 +35,16 @@ class StepCost(BaseModel):
     step_id: str
     name: str
     status: str = STATUS_RUNNING
-    started_at: str                       # ISO 8601, UTC
+    started_at: str  # ISO 8601, UTC
     ended_at: str | None = None
     duration_s: float = 0.0
-    gpus: int = 0                         # allocated (billed)
-    gpu_type: str | None = None           # as priced, e.g. "H100" or "H100:1g.10gb"
+    gpus: int = 0  # allocated (billed)
+    gpu_type: str | None = None  # as priced, e.g. "H100" or "H100:1g.10gb"
     pricing: str = "on_demand"
     tags: dict[str, str] = Field(default_factory=dict)
-    run_key: str | None = None            # groups steps of one DAG run / pipeline run
+    run_key: str | None = None  # groups steps of one DAG run / pipeline run
     context: dict[str, str] = Field(default_factory=dict)  # e.g. airflow dag_id, task_id, try_number
-    source: str = "meter"                 # "meter" or "listener" (un-metered Airflow task)
+    source: str = "meter"  # "meter" or "listener" (un-metered Airflow task)
 
     # money
     gpu_hour_usd: float | None = None
@@ -61,7 +61,7 @@ class StepCost(BaseModel):
     idle_fraction: float | None = None
     energy_kwh: float | None = None
     samples: int = 0
-    telemetry: str = "none"               # nvml / simulated / none / degraded
+    telemetry: str = "none"  # nvml / simulated / none / degraded
     simulated: bool = False
     util_signal: str = "none"
     energy_method: str = "none"

@@ -20,9 +20,9 @@ class DeviceUsage(BaseModel):
     name: str = ""
     gpu_type: str | None = None
     mig_profile: str | None = None
-    seconds: float = 0.0                     # time this device was metered (stops if it was lost)
+    seconds: float = 0.0  # time this device was metered (stops if it was lost)
     samples: int = 0
-    util_mean_pct: float | None = None       # of the step's util signal, time-weighted
+    util_mean_pct: float | None = None  # of the step's util signal, time-weighted
     util_peak_pct: float | None = None
     nvml_util_mean_pct: float | None = None  # NVML's "a kernel was running", kept beside GPM figures
     sm_active_mean_pct: float | None = None
@@ -33,14 +33,14 @@ class DeviceUsage(BaseModel):
     power_peak_w: float | None = None
     energy_kwh: float | None = None
     energy_method: str = "none"
-    idle_seconds: float = 0.0                # seconds with util below the idle threshold
-    lost_at_s: float | None = None           # seconds after start when the device stopped answering
+    idle_seconds: float = 0.0  # seconds with util below the idle threshold
+    lost_at_s: float | None = None  # seconds after start when the device stopped answering
 
 
 class HostUsage(BaseModel):
     """The job's process tree: tells a GPU waiting on a CPU-bound input pipeline from an idle one."""
 
-    cpu_mean_pct: float | None = None        # 100 = one core busy
+    cpu_mean_pct: float | None = None  # 100 = one core busy
     cpu_peak_pct: float | None = None
     rss_peak_gb: float | None = None
     cpu_count: int | None = None

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 # Which signal a step's utilisation figures come from (recorded on the step as `util_signal`).
-UTIL_SIGNAL_NVML = "nvml_util"          # nvmlDeviceGetUtilizationRates().gpu: "a kernel was running"
+UTIL_SIGNAL_NVML = "nvml_util"  # nvmlDeviceGetUtilizationRates().gpu: "a kernel was running"
 UTIL_SIGNAL_GPM_SM = "gpm_sm_activity"  # GPM SM activity (Hopper+): the share of SMs busy
 UTIL_SIGNAL_NONE = "none"
 
-ENERGY_COUNTER = "counter"          # nvmlDeviceGetTotalEnergyConsumption differences
-ENERGY_INTEGRATED = "integrated"    # trapezoid integration of power samples
-ENERGY_NONE = "none"                # neither: recorded as such, never a silent 0 kWh
+ENERGY_COUNTER = "counter"  # nvmlDeviceGetTotalEnergyConsumption differences
+ENERGY_INTEGRATED = "integrated"  # trapezoid integration of power samples
+ENERGY_NONE = "none"  # neither: recorded as such, never a silent 0 kWh
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class DeviceInfo:
     nvml_index: int
     uuid: str
     name: str
-    gpu_type: str | None = None        # price-catalog key guessed from the name, e.g. "H100"
+    gpu_type: str | None = None  # price-catalog key guessed from the name, e.g. "H100"
     mem_total_gb: float | None = None
     mig_profile: str | None = None
     power_limit_w: float | None = None
@@ -44,13 +44,13 @@ class DeviceInfo:
 class DeviceReading:
     """One reading of one device. ``None`` means "not supported / not available", never zero."""
 
-    util_pct: float | None = None          # the util signal the backend chose for this device
-    nvml_util_pct: float | None = None     # NVML's kernel-running percentage, always kept when read
-    sm_active_pct: float | None = None     # GPM, Hopper+
+    util_pct: float | None = None  # the util signal the backend chose for this device
+    nvml_util_pct: float | None = None  # NVML's kernel-running percentage, always kept when read
+    sm_active_pct: float | None = None  # GPM, Hopper+
     tensor_active_pct: float | None = None  # GPM, Hopper+
     mem_used_gb: float | None = None
     power_w: float | None = None
-    energy_mj: float | None = None         # cumulative counter since driver load
+    energy_mj: float | None = None  # cumulative counter since driver load
     temperature_c: float | None = None
     sm_clock_mhz: float | None = None
 
@@ -59,9 +59,9 @@ class DeviceReading:
 class BackendStatus:
     """What a backend learned while opening and reading: recorded on the step."""
 
-    telemetry: str                                    # "nvml" | "simulated" | "none"
+    telemetry: str  # "nvml" | "simulated" | "none"
     util_signal: str = UTIL_SIGNAL_NONE
-    energy_method: str = ENERGY_NONE                  # the method the backend can offer
+    energy_method: str = ENERGY_NONE  # the method the backend can offer
     degraded_reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 

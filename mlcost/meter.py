@@ -1,0 +1,391 @@
+"""``meter``: the one context manager every adapter wraps.
+
+Sampler -> Usage -> Cost -> Guardrails -> Sinks, for one step. Airflow's ``@task.metered``,
+Kubeflow's ``metered_component`` and plain Python all go through here, so a step is measured,
+priced, stopped and recorded the same way wherever it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from mlcost.errors import ConfigError, GuardrailBreached, UnknownGpuType
+from mlcost.guardrails import StepLimits, check_live, preflight
+from mlcost.interrupt import Interrupter, StepInterrupted, TerminationHook
+from mlcost.names import PRICING_MODELS, WORKLOADS
+from mlcost.policy import Policy
+from mlcost.pricing.catalog import PriceCatalog
+from mlcost.pricing.cost import allocated_cost, price
+from mlcost.sinks.ledger import Ledger
+from mlcost.step import (
+    STATUS_BREACHED,
+    STATUS_FAILED,
+    STATUS_KILLED,
+    STATUS_RUNNING,
+    STATUS_SUCCEEDED,
+    Breach,
+    StepCost,
+)
+from mlcost.telemetry.base import GpuBackend
+from mlcost.telemetry.sampler import Sampler
+from mlcost.usage import Usage
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+CHECKPOINT_EVERY_S = 30.0  # ledger refresh while running: what a SIGKILLed step leaves behind
+MLFLOW_FLUSH_EVERY_S = 300.0  # periodic MLflow flush for long steps
+_CI_TAGS = {
+    "git_sha": ("GITHUB_SHA", "CI_COMMIT_SHA"),
+    "branch": ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"),
+    "ci_job": ("GITHUB_RUN_ID", "CI_JOB_ID"),
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class Meter:
+    """One metered step. Use through :func:`meter` or :func:`metered`."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        gpus: int | None = None,
+        gpu_type: str | None = None,
+        pricing: str = "on_demand",
+        budget_usd: float | None = None,
+        max_duration: str | float | None = None,
+        idle_timeout: str | float | None = None,
+        tags: Mapping[str, str] | None = None,
+        interval: float = 1.0,
+        nodes: int | None = None,
+        policy: Policy | str | os.PathLike[str] | None = None,
+        catalog: PriceCatalog | str | os.PathLike[str] | None = None,
+        ledger: Ledger | str | os.PathLike[str] | None = None,
+        backend: GpuBackend | None = None,
+        run_key: str | None = None,
+        context: Mapping[str, str] | None = None,
+        experiment: str | None = None,
+        mlflow_run_id: str | None = None,
+        mlflow_parent_run_id: str | None = None,
+        mlflow_timeout_s: float = 15.0,
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise ConfigError(f"a step needs a name, got {name!r}", field="name")
+        if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+            raise ConfigError(f"gpus must be a non-negative integer, got {gpus!r}", field="gpus")
+        if pricing not in PRICING_MODELS:
+            raise ConfigError(f"unknown pricing {pricing!r}; allowed: {', '.join(PRICING_MODELS)}", field="pricing")
+        if not 0.01 <= float(interval) <= 3600:
+            raise ConfigError(f"interval must be between 0.01 and 3600 seconds, got {interval!r}", field="interval")
+        tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        if "workload" in tags and tags["workload"] not in WORKLOADS:
+            raise ConfigError(
+                f"unknown workload {tags['workload']!r}; allowed: {', '.join(WORKLOADS)}", field="tags.workload"
+            )
+        for key, env_names in _CI_TAGS.items():
+            value = next((os.environ[e] for e in env_names if os.environ.get(e)), None)
+            if value and key not in tags:
+                tags[key] = value
+        self.name, self.pricing, self.interval, self.nodes = name, pricing, float(interval), nodes
+        self.tags = tags
+        self.policy = policy if isinstance(policy, Policy) else Policy.load(policy)
+        self.catalog = catalog if isinstance(catalog, PriceCatalog) else PriceCatalog.load(catalog)
+        self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+        self.limits = StepLimits.resolve(
+            name, self.policy, budget_usd=budget_usd, max_duration=max_duration, idle_timeout=idle_timeout
+        )
+        self._requested_gpus, self._requested_type = gpus, gpu_type
+        if gpu_type is not None:
+            self.catalog.canonical(gpu_type)  # an unknown type is an error before anything starts
+        self._backend = backend
+        self.run_key, self.context = run_key, dict(context or {})
+        self.experiment, self.mlflow_run_id, self.mlflow_parent_run_id = experiment, mlflow_run_id, mlflow_parent_run_id
+        self.mlflow_timeout_s = mlflow_timeout_s
+        self.step_id = uuid.uuid4().hex
+        self.cost: StepCost | None = None  # set when the step ends
+        self.breach: GuardrailBreached | None = None
+        self._lock = threading.RLock()
+        self._sampler: Sampler | None = None
+        self._unit_price: float | None = None
+        self._price_note: str | None = None
+        self._started_at = ""
+        self._exiting = False
+        self._interrupts_sent = 0
+        self._last_checkpoint = self._last_flush = 0.0
+
+    # public while running ---------------------------------------------------------------------
+    @property
+    def gpus(self) -> int:
+        if self._requested_gpus is not None:
+            return self._requested_gpus
+        return len(self._sampler.devices) if self._sampler else 0
+
+    @property
+    def gpu_type(self) -> str | None:
+        if self._requested_type is not None:
+            return self.catalog.canonical(self._requested_type)
+        devices = self._sampler.devices if self._sampler else []
+        if devices and devices[0].gpu_type:
+            d = devices[0]
+            return f"{d.gpu_type}:{d.mig_profile}" if d.mig_profile else d.gpu_type
+        return None
+
+    def cost_so_far(self) -> float:
+        """USD spent so far by the allocation (GPUs × elapsed × price): what the budget is checked on."""
+        if self._sampler is None or self._unit_price is None:
+            return 0.0
+        return allocated_cost(self.gpus, self._sampler.clock() - self._sampler.start_t, self._unit_price)
+
+    def stop(self, reason: str = "stopped") -> StepCost:
+        """End the step now and record it as killed (Airflow's ``on_kill``, a SIGTERM)."""
+        return self._finalize(STATUS_KILLED, error=reason)
+
+    # context manager --------------------------------------------------------------------------
+    def __enter__(self) -> Meter:
+        backend = self._backend
+        if backend is None:
+            from mlcost.telemetry import open_backend
+
+            backend = open_backend()
+        self._sampler = Sampler(
+            backend,
+            interval=self.interval,
+            gpus_allocated=self._requested_gpus,
+            idle_threshold_pct=self.limits.idle_threshold_pct,
+            host=_host_sampler(),
+            on_sample=self._on_sample,
+        )
+        self._sampler.open()  # finds the devices; no thread yet, nothing spent
+        self._unit_price = self._resolve_price()
+        preflight(
+            self.name,
+            gpus=self.gpus,
+            gpu_type=self.gpu_type,
+            gpu_hour_usd=self._unit_price,
+            limits=self.limits,
+            policy=self.policy,
+            nodes=self.nodes,
+        )
+        self._started_at = _now()
+        self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
+        self._interrupter = Interrupter()
+        self._term = TerminationHook(lambda: self._finalize(STATUS_KILLED, error="SIGTERM"))
+        self._sampler.start_thread()
+        self._last_checkpoint = self._last_flush = self._sampler.start_t
+        if self._sampler.usage().simulated:
+            log.warning("mlcost: step %r runs on a SIMULATED GPU (MLCOST_GPU_BACKEND=simulated)", self.name)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._exiting = True
+        try:
+            if self.breach is not None:
+                status, error = STATUS_BREACHED, str(self.breach)
+            elif exc is None:
+                status, error = STATUS_SUCCEEDED, None
+            elif isinstance(exc, (SystemExit, KeyboardInterrupt, StepInterrupted)):
+                status, error = STATUS_KILLED, f"{type(exc).__name__}: {exc}"
+            else:
+                status, error = STATUS_FAILED, f"{type(exc).__name__}: {exc}"
+            self._finalize(status, error=error)
+        finally:
+            self._interrupter.restore()
+            self._term.restore()
+        if self.breach is not None:
+            raise self.breach from None
+        return False
+
+    # internals --------------------------------------------------------------------------------
+    def _resolve_price(self) -> float | None:
+        gpu_type = self.gpu_type
+        if gpu_type is None:
+            self._price_note = "GPU type unknown (pass gpu_type=...): the step is not priced"
+            return None
+        try:
+            return self.catalog.gpu_hour_usd(gpu_type, self.pricing)
+        except UnknownGpuType as e:
+            if self._requested_type is not None:
+                raise
+            self._price_note = f"detected GPU {gpu_type!r} has no price ({e}); pass gpu_type=... to price it"
+            return None
+
+    def _on_sample(self, sampler: Sampler) -> None:
+        """On the sampler thread after each sample: live guardrails, checkpoints, periodic flush."""
+        if self.breach is None and not self._exiting:
+            breach = check_live(
+                self.name,
+                self.limits,
+                elapsed_s=sampler.elapsed_s,
+                spent_usd=self.cost_so_far(),
+                idle_for_s=sampler.idle_for_s(),
+            )
+            if breach is not None:
+                self.breach = breach
+                log.error("mlcost: %s", breach)
+        if self.breach is not None and not self._exiting and self._interrupts_sent < 3:
+            self._interrupts_sent += 1  # resent (at most 3x) in case the body swallowed the first
+            self._interrupter.interrupt()
+        now = sampler.last_t
+        if now - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+            self._last_checkpoint = now
+            self._write_ledger(self._record(STATUS_RUNNING, sampler.usage()))
+        if now - self._last_flush >= MLFLOW_FLUSH_EVERY_S and self._mlflow_enabled():
+            self._last_flush = now
+            from mlcost.sinks.mlflow_sink import flush_running
+
+            threading.Thread(
+                target=flush_running, args=(self._record(STATUS_RUNNING, sampler.usage()),), daemon=True
+            ).start()
+
+    def _record(self, status: str, usage: Usage, error: str | None = None) -> StepCost:
+        reasons = list(usage.degraded_reasons)
+        if self._price_note:
+            reasons.append(self._price_note)
+        gpu_type = self.gpu_type
+        money: dict[str, Any] = {}
+        if self._unit_price is not None and gpu_type is not None:
+            c = price(usage, self.catalog, gpu_type, self.pricing)
+            money = {
+                "gpu_hour_usd": c.gpu_hour_usd,
+                "total_usd": c.total_usd,
+                "compute_usd": c.compute_usd,
+                "idle_usd": c.idle_usd,
+                "energy_usd": c.energy_usd,
+                "spot_whatif_usd": c.spot_whatif_usd,
+            }
+        breach = None
+        if self.breach is not None and status != STATUS_RUNNING:
+            b = self.breach
+            breach = Breach(kind=b.limit_name, limit=b.limit, observed=b.observed, policy=b.policy, message=str(b))
+        return StepCost(
+            step_id=self.step_id,
+            name=self.name,
+            status=status,
+            started_at=self._started_at or _now(),
+            ended_at=None if status == STATUS_RUNNING else _now(),
+            duration_s=usage.duration_s,
+            gpus=usage.gpus_allocated,
+            gpu_type=gpu_type,
+            pricing=self.pricing,
+            tags=self.tags,
+            run_key=self.run_key,
+            context=self.context,
+            gpu_hours=usage.gpu_hours,
+            util_mean_pct=usage.util_mean_pct,
+            mem_peak_gb=usage.mem_peak_gb,
+            idle_fraction=usage.idle_fraction,
+            energy_kwh=usage.energy_kwh,
+            samples=usage.samples,
+            telemetry="degraded" if reasons and usage.telemetry != "none" else usage.telemetry,
+            simulated=usage.simulated,
+            util_signal=usage.util_signal,
+            energy_method=usage.energy_method,
+            degraded_reasons=reasons,
+            devices=usage.devices,
+            host=usage.host,
+            idle_threshold_pct=usage.idle_threshold_pct,
+            breach=breach,
+            error=error,
+            mlflow_run_id=self.mlflow_run_id,
+            **money,
+        )
+
+    def _finalize(self, status: str, *, error: str | None = None) -> StepCost:
+        """Stop sampling and record the step, once: the ledger first, then MLflow."""
+        with self._lock:
+            if self.cost is not None:
+                return self.cost
+            assert self._sampler is not None, "the meter was never entered"
+            usage = self._sampler.stop()
+            step = self._record(status, usage, error)
+            self.cost = step
+            self._write_ledger(step, series=self._sampler.series())
+            if self._mlflow_enabled():
+                from mlcost.sinks.mlflow_sink import log_step_with_timeout
+
+                run_id = log_step_with_timeout(
+                    step,
+                    self._sampler.series(),
+                    ledger=self.ledger,
+                    experiment=self.experiment,
+                    run_id=self.mlflow_run_id,
+                    parent_run_id=self.mlflow_parent_run_id,
+                    timeout_s=self.mlflow_timeout_s,
+                )
+                if run_id:
+                    self.cost = step.model_copy(update={"mlflow_run_id": run_id})
+            log.info("mlcost: %s", self.cost.summary())
+            return self.cost
+
+    def _mlflow_enabled(self) -> bool:
+        """MLflow is used when configured: a tracking URI, a run to log into, or an active run of
+        the user's (only checked when mlflow is already imported: we never import it to find out)."""
+        if os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_run_id:
+            return True
+        import sys
+
+        mlflow = sys.modules.get("mlflow")
+        if mlflow is not None and getattr(mlflow, "active_run", None) and mlflow.active_run() is not None:
+            self.mlflow_run_id = self.mlflow_run_id or mlflow.active_run().info.run_id
+            return True
+        return False
+
+    def _write_ledger(self, step: StepCost, series: dict[str, Any] | None = None) -> None:
+        try:
+            self.ledger.write(step, series=series)
+        except Exception as e:  # the job must not die because the ledger disk is full
+            log.error("mlcost: could not write step %s to the ledger %s: %s", step.step_id, self.ledger.path, e)
+
+
+def _host_sampler() -> Any | None:
+    try:
+        from mlcost.telemetry.host import HostSampler
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return None
+    return HostSampler()
+
+
+def meter(name: str, **kwargs: Any) -> Meter:
+    """Meter one step::
+
+        with meter("train", gpus=2, gpu_type="H100", budget_usd=40, max_duration="2h",
+                   idle_timeout="15m", tags={"team": "search", "model": "ranker"}) as m:
+            train()
+        m.cost.total_usd
+
+    Raises ``PreflightRefused`` before the body runs when the request breaks the policy, and
+    ``BudgetExceeded`` / ``GuardrailBreached`` out of the body when a live limit trips (within two
+    sampling intervals). The step is recorded whatever happens.
+    """
+    return Meter(name, **kwargs)
+
+
+def metered(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Decorator form of :func:`meter`; the step is named after the function unless ``name`` is given.
+    The ``StepCost`` of the latest call is on ``wrapper.last_cost``."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            m = Meter(name or fn.__name__, **kwargs)
+            try:
+                with m:
+                    return fn(*args, **kw)
+            finally:
+                wrapper.last_cost = m.cost  # type: ignore[attr-defined]
+
+        wrapper.last_cost = None  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,180 @@
+"""The MLflow sink: one batched write per step, with the names of DESIGN.md.
+
+Never a tracking-store call per sample: the whole step is one ``log_batch`` (chunked at MLflow's
+1,000-metric limit) at the end, plus a small periodic flush for long steps. The tracking server may
+be down: the write runs on a thread the step waits for at most ``timeout_s``, and ``mlcost sync``
+later replays whatever the ledger holds that MLflow does not (idempotently, by ``mlcost.step_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from mlcost import names
+from mlcost.sinks.ledger import Ledger
+from mlcost.step import STATUS_FAILED, STATUS_KILLED, STATUS_RUNNING, STATUS_SUCCEEDED, StepCost
+
+log = logging.getLogger(__name__)
+
+SINK = "mlflow"
+DEFAULT_EXPERIMENT = "mlcost"
+_MAX_BATCH = 1000
+_RUN_STATUS = {STATUS_SUCCEEDED: "FINISHED", STATUS_FAILED: "FAILED", STATUS_KILLED: "KILLED"}
+
+
+def step_metrics(step: StepCost) -> dict[str, float]:
+    """The step-level metrics; a figure that was not measured is left out, never logged as 0."""
+    values = {
+        names.COST_USD: step.total_usd,
+        names.IDLE_COST_USD: step.idle_usd,
+        names.ENERGY_KWH: step.energy_kwh,
+        names.GPU_HOURS: step.gpu_hours,
+        names.GPU_UTIL_MEAN_PCT: step.util_mean_pct,
+        names.GPU_MEM_PEAK_GB: step.mem_peak_gb,
+        names.GPU_IDLE_FRACTION: step.idle_fraction,
+        names.ENERGY_COST_USD: step.energy_usd if step.energy_kwh is not None else None,
+        names.SPOT_COST_USD: step.spot_whatif_usd,
+        names.DURATION_S: step.duration_s,
+    }
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+
+def step_tags(step: StepCost) -> dict[str, str]:
+    tags = {f"{names.TAG_PREFIX}{k}": v for k, v in step.tags.items()}
+    tags.update(
+        {
+            names.TAG_STEP_ID: step.step_id,
+            names.TAG_STEP: step.name,
+            names.TAG_STATUS: step.status,
+            names.TAG_PRICING: step.pricing,
+            names.TAG_TELEMETRY: step.telemetry,
+            names.TAG_UTIL_SIGNAL: step.util_signal,
+            names.TAG_ENERGY_METHOD: step.energy_method,
+            "mlcost.gpus": str(step.gpus),
+        }
+    )
+    if step.gpu_type:
+        tags[names.TAG_GPU_TYPE] = step.gpu_type
+    if step.simulated:
+        tags["mlcost.simulated"] = "true"
+    if step.run_key:
+        tags["mlcost.run_key"] = step.run_key
+    if step.degraded_reasons:
+        tags[names.TAG_DEGRADED_REASON] = "; ".join(step.degraded_reasons)[:5000]
+    if step.breach is not None:
+        tags["mlcost.breach"] = step.breach.message[:5000]
+    return tags
+
+
+def _epoch_ms(iso: str | None) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000) if iso else int(time.time() * 1000)
+
+
+def find_run(client: Any, experiment_ids: list[str], step_id: str) -> Any | None:
+    runs = client.search_runs(experiment_ids, filter_string=f"tags.`{names.TAG_STEP_ID}` = '{step_id}'", max_results=1)
+    return runs[0] if runs else None
+
+
+def log_step(
+    step: StepCost,
+    series: dict[str, list[tuple[int, float]]] | None = None,
+    *,
+    experiment: str | None = None,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> str:
+    """Write ``step`` to MLflow and return the run id.
+
+    Into ``run_id`` when given (the caller's run: it is left open), else into the run already
+    holding this step (a replay), else into a new run of ``experiment`` (default
+    ``$MLFLOW_EXPERIMENT_NAME`` or ``"mlcost"``), nested under ``parent_run_id``.
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    own_run = run_id is None
+    if own_run:
+        name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        exp = client.get_experiment_by_name(name)
+        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        existing = find_run(client, [experiment_id], step.step_id)
+        if existing is not None:
+            run_id = existing.info.run_id
+            if names.COST_USD in existing.data.metrics and existing.info.status != "RUNNING":
+                return run_id  # already complete: a replay adds nothing
+        else:
+            start_tags = {names.TAG_STEP_ID: step.step_id}
+            if parent_run_id:
+                start_tags["mlflow.parentRunId"] = parent_run_id
+            run = client.create_run(
+                experiment_id, start_time=_epoch_ms(step.started_at), tags=start_tags, run_name=step.name
+            )
+            run_id = run.info.run_id
+    assert run_id is not None
+    ts = _epoch_ms(step.ended_at)
+    metrics = [Metric(k, v, ts, 0) for k, v in step_metrics(step).items()]
+    for key, points in (series or {}).items():
+        metrics += [Metric(key, float(v), int(t), i) for i, (t, v) in enumerate(points)]
+    tags = [RunTag(k, v) for k, v in step_tags(step).items()]
+    for i in range(0, max(len(metrics), 1), _MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[i : i + _MAX_BATCH], tags=tags if i == 0 else [])
+    if own_run and step.status != STATUS_RUNNING:
+        client.set_terminated(run_id, status=_RUN_STATUS.get(step.status, "FAILED"), end_time=ts)
+    return run_id
+
+
+def log_step_with_timeout(
+    step: StepCost,
+    series: dict[str, list[tuple[int, float]]] | None,
+    *,
+    ledger: Ledger,
+    timeout_s: float,
+    **kwargs: Any,
+) -> str | None:
+    """:func:`log_step` on a daemon thread, waited for at most ``timeout_s``: an unreachable tracking
+    server retries for minutes, and a step must not wait that long on its way out. What did not
+    make it stays unsynced in the ledger for ``mlcost sync``."""
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["run_id"] = log_step(step, series, **kwargs)
+            ledger.mark_synced(step.step_id, SINK, result["run_id"])
+        except Exception as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=work, name="mlcost-mlflow", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning(
+            "mlcost: MLflow did not answer within %.0fs; step %s is in the ledger %s, run `mlcost sync` later",
+            timeout_s,
+            step.step_id,
+            ledger.path,
+        )
+        return None
+    if "error" in result:
+        log.warning(
+            "mlcost: could not log step %s to MLflow (%s); it is in the ledger %s, run `mlcost sync` later",
+            step.step_id,
+            result["error"],
+            ledger.path,
+        )
+        return None
+    return result.get("run_id")
+
+
+def flush_running(step: StepCost, **kwargs: Any) -> None:
+    """The periodic flush of a long step: its figures so far, on its own run (best effort)."""
+    try:
+        log_step(step, None, **kwargs)
+    except Exception as e:
+        log.debug("mlcost: periodic MLflow flush failed: %s", e)

@@ -1,0 +1,60 @@
+"""Shared fixtures: every test gets its own ledger and an empty policy, and nothing from the
+developer's shell (tracking URI, CI variables, a GPU backend choice) leaks in."""
+
+from __future__ import annotations
+
+import pytest
+
+_LEAKY = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_RUN_ID",
+    "MLCOST_GPU_BACKEND",
+    "MLCOST_SIM_TRACE",
+    "MLCOST_SIM_GPU",
+    "MLCOST_SIM_DEVICES",
+    "MLCOST_PRICES",
+    "CUDA_VISIBLE_DEVICES",
+    "GITHUB_SHA",
+    "GITHUB_REF_NAME",
+    "GITHUB_HEAD_REF",
+    "GITHUB_RUN_ID",
+    "GITHUB_STEP_SUMMARY",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlcost(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("mlcost")
+    for name in _LEAKY:
+        monkeypatch.delenv(name, raising=False)
+    for name in list(__import__("os").environ):
+        if name.startswith("MLCOST_") and "__" in name:
+            monkeypatch.delenv(name)
+    policy = home / "empty-policy.toml"
+    policy.write_text("")
+    monkeypatch.setenv("MLCOST_POLICY", str(policy))
+    monkeypatch.setenv("MLCOST_LEDGER", str(home / "ledger.db"))
+    return home
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch):
+    """A real MLflow tracking store on a SQLite file, set as the tracking URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def simulated_gpu(monkeypatch):
+    """Select the simulated NVML; returns a setter for the trace, GPU type and device count."""
+
+    def use(trace: str = "busy", gpu: str = "H100", devices: int = 1) -> None:
+        monkeypatch.setenv("MLCOST_GPU_BACKEND", "simulated")
+        monkeypatch.setenv("MLCOST_SIM_TRACE", str(trace))
+        monkeypatch.setenv("MLCOST_SIM_GPU", gpu)
+        monkeypatch.setenv("MLCOST_SIM_DEVICES", str(devices))
+
+    use()
+    return use

@@ -1,0 +1,198 @@
+"""``mlcost gate``: the CI budget gate.
+
+    mlcost gate [--policy FILE] [--experiment NAME ...] [--filter "MLflow filter"] [--ledger PATH]
+                [--pipeline FILE ...] [--format markdown|json] [--engine python|gx]
+
+Exit codes (one enum, :class:`mlcost.gate.policies.ExitStatus`): 0 within policy, 1 a policy is
+breached, 2 bad input (file, policy, experiment, query). Cheap to import: MLflow, pandas and Great
+Expectations are imported inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from mlcost.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "gate",
+        help="check recorded runs (MLflow or the ledger) and compiled pipelines against the policy",
+        description="Evaluate the policy (mlcost.toml) over metered runs and compiled pipelines. "
+        "Exit 0 within policy, 1 breached, 2 bad input.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", help="policy file (default: $MLCOST_POLICY, ./mlcost.toml, [tool.mlcost])")
+    p.add_argument(
+        "--experiment", action="append", default=[], metavar="NAME", help="MLflow experiment (repeatable)"
+    )
+    p.add_argument(
+        "--filter",
+        dest="filter_string",
+        metavar="FILTER",
+        help="MLflow search filter selecting the runs to check, e.g. \"tags.`mlcost.git_sha` = 'abc123'\"",
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument(
+        "--ledger",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="check the ledger's steps (default path: $MLCOST_LEDGER or ~/.mlcost/ledger.db)",
+    )
+    p.add_argument("--since", help="ledger: steps started at or after this ISO time")
+    p.add_argument("--until", help="ledger: steps started before this ISO time")
+    p.add_argument("--pipeline", action="append", default=[], metavar="FILE", help="compiled KFP pipeline YAML")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    p.add_argument(
+        "--engine",
+        choices=("python", "gx"),
+        default="python",
+        help="gx: run the policy as a Great Expectations checkpoint and build Data Docs",
+    )
+    p.add_argument("--docs-dir", help="gx engine: folder for the Data Docs site (default: ./mlcost-gate-docs)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the gate as its own program (``python -m mlcost.gate.command``)."""
+    parser = argparse.ArgumentParser(prog="mlcost gate")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlcost.gate.policies import ExitStatus, exit_status
+
+    try:
+        result = gate(args)
+    except ConfigError as e:
+        print(f"mlcost gate: {e}", file=sys.stderr)
+        return int(ExitStatus.BAD_INPUT)
+    _emit(result, args)
+    return int(exit_status(result))
+
+
+def gate(args: argparse.Namespace) -> Any:
+    """Load the policy and the runs, evaluate; raises ConfigError on bad input."""
+    from mlcost.gate import records as rec
+    from mlcost.gate.policies import evaluate
+    from mlcost.policy import Policy
+
+    policy = Policy.load(args.policy) if args.policy else Policy.load()
+    tracking_uri = args.tracking_uri or None
+    experiments: list[str] = list(args.experiment or [])
+    use_ledger = args.ledger is not None or (not experiments and not args.pipeline)
+    ledger_path = args.ledger or None
+
+    runs: list[rec.RunRecord] = []
+    sources: list[str] = []
+    if experiments:
+        runs += rec.from_mlflow(experiments, args.filter_string, tracking_uri=tracking_uri)
+        sources.append(
+            f"MLflow experiment{'s' * (len(experiments) > 1)} {', '.join(experiments)}"
+            + (f" where {args.filter_string}" if args.filter_string else "")
+        )
+    if use_ledger:
+        from mlcost.sinks.ledger import ledger_path as resolve
+
+        runs += rec.from_ledger(ledger_path, args.filter_string, since=args.since, until=args.until)
+        sources.append(f"ledger {resolve(ledger_path)}" + (f" where {args.filter_string}" if args.filter_string else ""))
+
+    def baseline(flt: str) -> list[rec.RunRecord]:
+        out: list[rec.RunRecord] = []
+        if experiments:
+            out += rec.from_mlflow(experiments, flt, tracking_uri=tracking_uri)
+        if use_ledger:
+            out += rec.from_ledger(ledger_path, flt)
+        return out
+
+    if args.engine == "gx":
+        from mlcost.gate.gx_engine import evaluate_gx
+
+        result = evaluate_gx(policy, runs, baseline, docs_dir=args.docs_dir)
+    else:
+        result = evaluate(policy, runs, baseline)
+    result.sources = sources
+    for path in args.pipeline:
+        result.findings += check_pipeline_file(path, policy)
+        result.sources.append(f"pipeline {path}")
+    return result
+
+
+def check_pipeline_file(path: str, policy: Any) -> list[Any]:
+    """Preflight a compiled KFP pipeline with the Kubeflow adapter's inspector (imported lazily:
+    the core never imports an adapter at module level)."""
+    from mlcost.gate.policies import ERROR, WARNING, Finding
+    from mlcost.pricing.catalog import PriceCatalog
+
+    try:
+        inspect = importlib.import_module("mlcost.components.inspect")
+    except ImportError as e:
+        raise ConfigError(
+            f"checking a pipeline needs the Kubeflow adapter (pip install 'mlcost[kfp]'): {e}", field="--pipeline"
+        ) from e
+    catalog = PriceCatalog.load()
+    report = inspect.inspect_pipeline(
+        path,
+        price_per_gpu_hour=lambda gpu_type, pricing="on_demand": catalog.gpu_hour_usd(gpu_type, pricing),
+        max_duration_s=policy.budgets.max_duration,
+    )
+    findings: list[Finding] = []
+    for severity, limits, prefix in ((ERROR, policy, ""), (WARNING, policy.warn, "warn.")):
+        violations = inspect.check_pipeline(
+            report,
+            max_gpus=limits.cluster.max_gpus,
+            budget_usd=limits.budgets.run_usd,
+            allowed_gpu_types=limits.cluster.allowed_gpu_types,
+        )
+        for v in violations:
+            key = prefix + str(getattr(v, "policy", None) or getattr(v, "kind", None) or "pipeline")
+            findings.append(
+                Finding(
+                    policy=key,
+                    severity=severity,
+                    subject=f"pipeline {os.path.basename(path)}" + (f", task {v.task}" if getattr(v, "task", None) else ""),
+                    observed=getattr(v, "observed", None),
+                    limit=getattr(v, "limit", None),
+                    origin=policy.origin(key),
+                    message=str(getattr(v, "message", None) or v),
+                )
+            )
+    return findings
+
+
+def _emit(result: Any, args: argparse.Namespace) -> None:
+    from mlcost.gate.render import hint, to_json, to_markdown
+
+    markdown = to_markdown(result)
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:
+        try:
+            with open(summary_file, "a", encoding="utf-8") as fh:
+                fh.write(markdown + "\n")
+        except OSError as e:
+            log.warning("mlcost gate: cannot write $GITHUB_STEP_SUMMARY (%s): %s", summary_file, e)
+    if args.format == "json":
+        print(to_json(result))
+        return
+    print(markdown, end="")
+    tip = hint(result)
+    if tip:
+        print(tip, file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

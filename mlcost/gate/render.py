@@ -1,0 +1,113 @@
+"""How a gate result is shown: a Markdown summary (for people and $GITHUB_STEP_SUMMARY), JSON (for
+machines, no prose) and one summary line with a hint (ruff's habit)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mlcost.gate.policies import ERROR, ExitStatus, Finding, GateResult, exit_status
+
+
+def _fmt(value: Any, policy: str) -> str:
+    if isinstance(value, float) and ("usd" in policy or "cost" in policy):
+        return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+    if isinstance(value, float) and policy.endswith("max_fraction"):
+        return f"{value:.0%}"
+    if isinstance(value, float) and policy.endswith("increase_pct"):
+        return f"{value:g}%"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return f"{value}"
+
+
+def _usd(v: float) -> str:
+    return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.4f}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def summary_line(result: GateResult) -> str:
+    errors, warnings = len(result.errors), len(result.warnings)
+    if errors:
+        line = f"Found {_plural(errors, 'policy breach')}".replace("breachs", "breaches")
+        line += f" and {_plural(warnings, 'warning')}." if warnings else "."
+        return line
+    if warnings:
+        return f"Within policy, with {_plural(warnings, 'warning')}."
+    return "All policies passed!"
+
+
+def hint(result: GateResult) -> str | None:
+    if result.errors:
+        return (
+            f"hint: fix the runs named above, or change the limit where it is set ({result.errors[0].origin}); "
+            "a limit under [warn.*] reports without failing."
+        )
+    if result.runs_checked == 0:
+        return "hint: no metered runs matched; check --experiment / --filter / --ledger."
+    return None
+
+
+def _finding_row(f: Finding) -> str:
+    mark = "❌" if f.severity == ERROR else "⚠️"
+    runs = ", ".join(f"`{r[:12]}`" for r in f.runs[:5]) + (f" +{len(f.runs) - 5}" if len(f.runs) > 5 else "")
+    cells = [mark, f"`{f.policy}`", f.subject, _fmt(f.observed, f.policy), _fmt(f.limit, f.policy), runs, f.origin]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def to_markdown(result: GateResult) -> str:
+    status = exit_status(result)
+    head = {
+        ExitStatus.OK: "✅ within policy" if not result.warnings else "⚠️ within policy, with warnings",
+        ExitStatus.BREACHED: "❌ policy breached",
+    }[status]
+    lines = [f"## mlcost gate: {head}", ""]
+    lines.append(
+        f"Checked {_plural(result.runs_checked, 'metered run')} (total {_usd(result.total_usd)}) from "
+        f"{'; '.join(result.sources) or 'no source'} against {result.policy_source}."
+    )
+    lines.append("")
+    if result.findings:
+        lines += [
+            "| | policy | subject | observed | limit | runs | set in |",
+            "|---|---|---|---|---|---|---|",
+            *(_finding_row(f) for f in result.findings),
+            "",
+        ]
+        for f in result.findings[:20]:
+            lines.append(f"- {'**breach**' if f.severity == ERROR else 'warning'}: {f.message}")
+        lines.append("")
+    if result.models:
+        lines += ["### Cost per model", "", "| model | runs | median $/run | baseline $/run | change |", "|---|---|---|---|---|"]
+        for m in result.models:
+            base = "–" if m.baseline_median_usd is None else f"${m.baseline_median_usd:,.4f} ({m.baseline_runs} runs)"
+            change = "–" if m.change_pct is None else f"{m.change_pct:+.1f}%"
+            lines.append(f"| {m.model} | {m.runs} | ${m.median_usd:,.4f} | {base} | {change} |")
+        lines.append("")
+    for note in result.notes:
+        lines.append(f"> note: {note}")
+    if result.notes:
+        lines.append("")
+    lines.append(summary_line(result))
+    return "\n".join(lines) + "\n"
+
+
+def to_json(result: GateResult) -> str:
+    status = exit_status(result)
+    data = {
+        "status": {ExitStatus.OK: "pass", ExitStatus.BREACHED: "fail"}[status],
+        "exit_code": int(status),
+        "runs_checked": result.runs_checked,
+        "total_usd": round(result.total_usd, 6),
+        "sources": result.sources,
+        "policy": result.policy_source,
+        "errors": len(result.errors),
+        "warnings": len(result.warnings),
+        "findings": [f.to_json() for f in result.findings],
+        "models": [m.to_json() for m in result.models],
+        "notes": result.notes,
+    }
+    return json.dumps(data, indent=2, default=str)

@@ -36,9 +36,7 @@ def register(subparsers: Any) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", help="policy file (default: $MLCOST_POLICY, ./mlcost.toml, [tool.mlcost])")
-    p.add_argument(
-        "--experiment", action="append", default=[], metavar="NAME", help="MLflow experiment (repeatable)"
-    )
+    p.add_argument("--experiment", action="append", default=[], metavar="NAME", help="MLflow experiment (repeatable)")
     p.add_argument(
         "--filter",
         dest="filter_string",
@@ -109,7 +107,9 @@ def gate(args: argparse.Namespace) -> Any:
         from mlcost.sinks.ledger import ledger_path as resolve
 
         runs += rec.from_ledger(ledger_path, args.filter_string, since=args.since, until=args.until)
-        sources.append(f"ledger {resolve(ledger_path)}" + (f" where {args.filter_string}" if args.filter_string else ""))
+        sources.append(
+            f"ledger {resolve(ledger_path)}" + (f" where {args.filter_string}" if args.filter_string else "")
+        )
 
     def baseline(flt: str) -> list[rec.RunRecord]:
         out: list[rec.RunRecord] = []
@@ -164,7 +164,8 @@ def check_pipeline_file(path: str, policy: Any) -> list[Any]:
                 Finding(
                     policy=key,
                     severity=severity,
-                    subject=f"pipeline {os.path.basename(path)}" + (f", task {v.task}" if getattr(v, "task", None) else ""),
+                    subject=f"pipeline {os.path.basename(path)}"
+                    + (f", task {v.task}" if getattr(v, "task", None) else ""),
                     observed=getattr(v, "observed", None),
                     limit=getattr(v, "limit", None),
                     origin=policy.origin(key),

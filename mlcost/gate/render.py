@@ -81,7 +81,12 @@ def to_markdown(result: GateResult) -> str:
             lines.append(f"- {'**breach**' if f.severity == ERROR else 'warning'}: {f.message}")
         lines.append("")
     if result.models:
-        lines += ["### Cost per model", "", "| model | runs | median $/run | baseline $/run | change |", "|---|---|---|---|---|"]
+        lines += [
+            "### Cost per model",
+            "",
+            "| model | runs | median $/run | baseline $/run | change |",
+            "|---|---|---|---|---|",
+        ]
         for m in result.models:
             base = "–" if m.baseline_median_usd is None else f"${m.baseline_median_usd:,.4f} ({m.baseline_runs} runs)"
             change = "–" if m.change_pct is None else f"{m.change_pct:+.1f}%"

@@ -149,7 +149,7 @@ def _check_level(
     for r in records:
         if b.job_usd is not None and r.cost_usd > b.job_usd:
             finding(
-                "budgets.job_usd", r.label, round(r.cost_usd, 6), b.job_usd,
+                "budgets.job_usd", r.label, r.cost_usd, b.job_usd,
                 f"step {r.name} cost {_usd(r.cost_usd)}, over the per-job budget of {_usd(b.job_usd)}", [r.id],
             )  # fmt: skip
         if c.max_gpus is not None and r.gpus > c.max_gpus:
@@ -172,7 +172,7 @@ def _check_level(
                 )  # fmt: skip
         if idle.max_fraction is not None and r.idle_fraction is not None and r.idle_fraction > idle.max_fraction:
             finding(
-                "idle.max_fraction", r.label, round(r.idle_fraction, 4), idle.max_fraction,
+                "idle.max_fraction", r.label, r.idle_fraction, idle.max_fraction,
                 f"step {r.name} was idle {r.idle_fraction:.0%} of its GPU time, over {idle.max_fraction:.0%}", [r.id],
             )  # fmt: skip
 
@@ -185,7 +185,7 @@ def _check_level(
             total = sum(s.cost_usd for s in steps)
             if total > b.run_usd:
                 finding(
-                    "budgets.run_usd", f"run {key}", round(total, 6), b.run_usd,
+                    "budgets.run_usd", f"run {key}", total, b.run_usd,
                     f"run {key} ({len(steps)} steps) cost {_usd(total)}, over the per-run budget of {_usd(b.run_usd)}",
                     [s.id for s in steps],
                 )  # fmt: skip
@@ -198,7 +198,7 @@ def _check_level(
             if cost > ceiling.max_cost_per_run_usd:
                 subject = f"model {ceiling.name}, run {group[:12]}"
                 finding(
-                    f"models.{ceiling.name}.max_cost_per_run_usd", subject, round(cost, 6),
+                    f"models.{ceiling.name}.max_cost_per_run_usd", subject, cost,
                     ceiling.max_cost_per_run_usd,
                     f"a run of model {ceiling.name} cost {_usd(cost)}, over its ceiling of "
                     f"{_usd(ceiling.max_cost_per_run_usd)}",
@@ -225,7 +225,7 @@ def _check_level(
                 if change > reg.max_increase_pct:
                     ids = [i for _cost, grp in per_model_ids(current, row.model) for i in grp]
                     finding(
-                        "regression.max_increase_pct", f"model {row.model}", round(change, 2), reg.max_increase_pct,
+                        "regression.max_increase_pct", f"model {row.model}", change, reg.max_increase_pct,
                         f"median cost per run of model {row.model} rose {change:+.1f}% "
                         f"({_usd(row.baseline_median_usd or 0)} → {_usd(row.median_usd)}) against the baseline "
                         f"{reg.baseline!r}, over the {reg.max_increase_pct:g}% allowed",

@@ -106,7 +106,7 @@ def to_json(result: GateResult) -> str:
         "status": {ExitStatus.OK: "pass", ExitStatus.BREACHED: "fail"}[status],
         "exit_code": int(status),
         "runs_checked": result.runs_checked,
-        "total_usd": round(result.total_usd, 6),
+        "total_usd": result.total_usd,
         "sources": result.sources,
         "policy": result.policy_source,
         "errors": len(result.errors),

@@ -1,0 +1,122 @@
+"""One real MLflow SQLite store, populated once per session by real metered steps.
+
+The steps go through ``mlcost.meter`` end to end (sampler, pricing, ledger, MLflow sink); only the GPU
+is a stand-in: a constant-utilisation telemetry backend implementing the backend protocol, so the
+idle share is known exactly. Costs differ by the allocation (GPUs), with equal sleep times, so a
++30% / +5% change of cost is a +30% / +5% change of GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from mlcost.telemetry.base import BackendStatus, DeviceInfo, DeviceReading
+
+
+class ConstantGpu:
+    """``devices`` H100s whose utilisation is always ``util_pct`` (a stand-in for NVML)."""
+
+    def __init__(self, util_pct: float, devices: int = 1, mem_used_gb: float = 8.0) -> None:
+        self.util_pct, self.devices, self.mem_used_gb = util_pct, devices, mem_used_gb
+        self.status = BackendStatus(telemetry="simulated", util_signal="nvml_util")
+
+    def open(self) -> list[DeviceInfo]:
+        return [
+            DeviceInfo(index=i, nvml_index=i, uuid=f"GPU-{i}", name="NVIDIA H100", gpu_type="H100", mem_total_gb=80)
+            for i in range(self.devices)
+        ]
+
+    def read(self, device: DeviceInfo) -> DeviceReading:
+        return DeviceReading(util_pct=self.util_pct, nvml_util_pct=self.util_pct, mem_used_gb=self.mem_used_gb)
+
+    def close(self) -> None:
+        return None
+
+
+STEP_S = 0.3
+
+
+@dataclass
+class Store:
+    uri: str
+    ledger: str
+    ids: dict[str, list[str]] = field(default_factory=dict)  # scenario -> MLflow run ids
+    step_ids: dict[str, list[str]] = field(default_factory=dict)  # scenario -> ledger step ids
+    costs: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _metered(
+    store: Store,
+    scenario: str,
+    *,
+    gpus: int,
+    env: dict[str, str],
+    util: float = 100.0,
+    devices: int | None = None,
+    **kw,
+) -> None:
+    from mlcost import meter
+    from mlcost.policy import Policy
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        tags = {"team": "search", "model": "ranker", "workload": "training", **kw.pop("tags", {})}
+        with meter(
+            kw.pop("name", "train"),
+            gpus=gpus,
+            gpu_type="H100",
+            tags=tags,
+            interval=0.05,
+            backend=ConstantGpu(util, devices=gpus if devices is None else devices),
+            policy=Policy(),
+            ledger=store.ledger,
+            experiment="ranker-ci",
+            **kw,
+        ) as m:
+            time.sleep(STEP_S)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert m.cost.mlflow_run_id, "the step must reach MLflow"
+    store.ids.setdefault(scenario, []).append(m.cost.mlflow_run_id)
+    store.step_ids.setdefault(scenario, []).append(m.cost.step_id)
+    store.costs.setdefault(scenario, []).append(m.cost.total_usd)
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Store:
+    """Experiment ``ranker-ci``:
+
+    - ``main``: 3 steps on branch main, 20 GPUs each (the regression baseline)
+    - ``ok`` (sha aaa): 3 steps, 21 GPUs (+5%)
+    - ``slow`` (sha bbb): 3 steps, 26 GPUs (+30%)
+    - ``wide`` (sha ccc): 1 step on 4 nodes, 2 GPUs allocated, one device seen and busy (idle share 1/2)
+    - ``idle`` (sha ddd): 1 step, 1 GPU at 0% util (idle share 1)
+    - ``dag`` (sha eee): 2 steps of one pipeline run (run_key dag-1), model embedder, 10 GPUs each
+    """
+    root = tmp_path_factory.mktemp("gate-store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    s = Store(uri=uri, ledger=str(root / "ledger.db"))
+    # CI variables of the shell running the tests must not tag these steps ("" counts as unset)
+    ci = ("GITHUB_SHA", "GITHUB_HEAD_REF", "GITHUB_REF_NAME", "GITHUB_RUN_ID", "CI_COMMIT_SHA", "CI_COMMIT_REF_NAME")
+    base = {"MLFLOW_TRACKING_URI": uri, "MLCOST_PRICES": "", **dict.fromkeys(ci, "")}
+    for _ in range(3):
+        _metered(s, "main", gpus=20, env={**base, "GITHUB_REF_NAME": "main", "GITHUB_SHA": "m0"})
+    for _ in range(3):
+        _metered(s, "ok", gpus=21, env={**base, "GITHUB_REF_NAME": "feat-ok", "GITHUB_SHA": "aaa"})
+    for _ in range(3):
+        _metered(s, "slow", gpus=26, env={**base, "GITHUB_REF_NAME": "feat-slow", "GITHUB_SHA": "bbb"})
+    _metered(s, "wide", gpus=2, devices=1, env={**base, "GITHUB_SHA": "ccc"}, tags={"nodes": "4"})
+    _metered(s, "idle", gpus=1, util=0.0, env={**base, "GITHUB_SHA": "ddd"})
+    for name in ("embed", "index"):
+        _metered(s, "dag", gpus=10, env={**base, "GITHUB_SHA": "eee"}, name=name, run_key="dag-1",
+                 tags={"model": "embedder"})  # fmt: skip
+    return s

@@ -33,6 +33,7 @@ class DeviceUsage(BaseModel):
     power_peak_w: float | None = None
     energy_kwh: float | None = None
     energy_method: str = "none"
+    power_integrated_kwh: float | None = None  # kept beside the counter's figure as a cross-check
     idle_seconds: float = 0.0  # seconds with util below the idle threshold
     lost_at_s: float | None = None  # seconds after start when the device stopped answering
 

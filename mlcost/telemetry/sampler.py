@@ -70,8 +70,7 @@ class BoundedSeries:
 
 
 class _DeviceAccumulator:
-    """Exact, time-weighted aggregates of one device. A reading at time t stands for (t_prev, t],
-    as NVML's utilisation does (it averages over the last sample period)."""
+    """Exact, time-weighted aggregates of one device (trapezoid rule between readings)."""
 
     def __init__(self, device: DeviceInfo, start: float, interval: float, threshold: float) -> None:
         self.device, self.threshold = device, threshold
@@ -80,8 +79,9 @@ class _DeviceAccumulator:
         self.nvml_util_weighted = self.nvml_util_seconds = 0.0
         self.sm_weighted = self.sm_seconds = self.tensor_weighted = self.tensor_seconds = 0.0
         self.power_joules = self.power_seconds = 0.0
+        self.prev: dict[str, float] = {}
+        self.prev_below: bool | None = None
         self.util_peak = self.mem_peak = self.power_peak = None
-        self.last_power: float | None = None
         self.energy_first = self.energy_last = None
         self.samples = 0
         self.lost_at: float | None = None
@@ -95,40 +95,47 @@ class _DeviceAccumulator:
         self.seconds += dt
         util = r.util_pct
         if util is not None:
-            self.util_weighted += util * dt
-            self.util_seconds += dt
-            if util < self.threshold:
-                self.idle_seconds += dt
-                if self.below_since is None:
-                    self.below_since = t
+            self.util_weighted += self._trapezoid("util", util, dt)
+            self.util_seconds += dt if "util" in self.prev else 0.0
+            below = util < self.threshold
+            # each end of the interval carries half of it, as in the trapezoid rule
+            self.idle_seconds += dt / 2 * (below + self.prev_below) if self.prev_below is not None else 0.0
+            self.prev_below = below
+            if below:
+                self.below_since = t if self.below_since is None else self.below_since
             else:
                 self.below_since = None
             self.util_peak = util if self.util_peak is None else max(self.util_peak, util)
             self.series["util_pct"].add(t, util)
         if r.nvml_util_pct is not None:
-            self.nvml_util_weighted += r.nvml_util_pct * dt
-            self.nvml_util_seconds += dt
+            self.nvml_util_seconds += dt if "nvml" in self.prev else 0.0
+            self.nvml_util_weighted += self._trapezoid("nvml", r.nvml_util_pct, dt)
         if r.sm_active_pct is not None:
-            self.sm_weighted += r.sm_active_pct * dt
-            self.sm_seconds += dt
+            self.sm_seconds += dt if "sm" in self.prev else 0.0
+            self.sm_weighted += self._trapezoid("sm", r.sm_active_pct, dt)
         if r.tensor_active_pct is not None:
-            self.tensor_weighted += r.tensor_active_pct * dt
-            self.tensor_seconds += dt
+            self.tensor_seconds += dt if "tensor" in self.prev else 0.0
+            self.tensor_weighted += self._trapezoid("tensor", r.tensor_active_pct, dt)
         if r.mem_used_gb is not None:
             self.mem_peak = r.mem_used_gb if self.mem_peak is None else max(self.mem_peak, r.mem_used_gb)
             self.series["mem_used_gb"].add(t, r.mem_used_gb)
         power = r.power_w
         if power is not None:
-            if self.last_power is not None and dt > 0:
-                self.power_joules += (self.last_power + power) / 2 * dt  # trapezoid
-                self.power_seconds += dt
-            self.last_power = power
+            self.power_seconds += dt if "power" in self.prev else 0.0
+            self.power_joules += self._trapezoid("power", power, dt)
             self.power_peak = power if self.power_peak is None else max(self.power_peak, power)
             self.series["power_w"].add(t, power)
         if r.energy_mj is not None:
             if self.energy_first is None:
                 self.energy_first = r.energy_mj
             self.energy_last = r.energy_mj
+
+    def _trapezoid(self, key: str, value: float, dt: float) -> float:
+        """Area of (t_prev, t] by the trapezoid rule: unbiased for a signal sampled at any phase,
+        whether the source averages over a trailing window (NVML util) or is instantaneous (power)."""
+        previous = self.prev.get(key)
+        self.prev[key] = value
+        return 0.0 if previous is None else (previous + value) / 2 * dt
 
     def usage(self, start: float) -> DeviceUsage:
         d = self.device
@@ -161,6 +168,7 @@ class _DeviceAccumulator:
             power_peak_w=self.power_peak,
             energy_kwh=energy,
             energy_method=method,
+            power_integrated_kwh=self.power_joules / _J_PER_KWH if self.power_seconds > 0 else None,
             idle_seconds=self.idle_seconds,
             lost_at_s=None if self.lost_at is None else self.lost_at - start,
         )

@@ -36,7 +36,7 @@ def test_unknown_gpu_type_lists_the_known_ones():
         PriceCatalog.load().gpu_hour_usd("V100")
     message = str(err.value)
     assert "V100" in message and "H100" in message and "T4" in message
-    with pytest.raises(UnknownGpuType, match="H100:1g.10gb"):
+    with pytest.raises(UnknownGpuType, match=r"H100:1g\.10gb"):
         PriceCatalog.load().gpu_hour_usd("H100:9g.99gb")
 
 

@@ -1,0 +1,189 @@
+"""The core meter end to end on the simulated NVML: figures, guardrails, records."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from mlcost import BudgetExceeded, GuardrailBreached, PreflightRefused, meter, metered
+from mlcost.sinks.ledger import Ledger
+
+
+def _trace(tmp_path, rows):
+    path = tmp_path / "trace.csv"
+    path.write_text("t_s,device,util_pct,mem_used_gb,power_w\n" + "\n".join(",".join(map(str, r)) for r in rows))
+    return str(path)
+
+
+def _step_function_mean(rows, device, column, until):
+    """The exact time-weighted mean of a held-until-next-row trace over [0, until]."""
+    points = [(r[0], r[column]) for r in rows if r[1] == device]
+    total = 0.0
+    for (t0, v), (t1, _) in zip(points, [*points[1:], (until, None)], strict=True):
+        total += v * (min(t1, until) - t0)
+    return total / until
+
+
+def test_util_energy_and_idle_match_the_trace_within_one_percent(tmp_path, simulated_gpu):
+    rows = [(0.0, 0, 90, 30, 500), (1.0, 0, 0, 30, 120), (2.0, 0, 60, 50, 400)]
+    simulated_gpu(_trace(tmp_path, rows), gpu="A100-80GB")
+    with meter("train", interval=0.01) as m:
+        time.sleep(3.0)
+    step = m.cost
+    (device,) = step.devices
+    duration = device.seconds
+    assert step.telemetry == "simulated" and step.simulated and step.util_signal == "nvml_util"
+    assert step.util_mean_pct == pytest.approx(_step_function_mean(rows, 0, 2, duration), rel=0.01)
+    assert device.idle_seconds == pytest.approx(1.0, rel=0.01)
+    assert step.idle_fraction == pytest.approx(1.0 / duration, rel=0.01)
+    mean_power = _step_function_mean(rows, 0, 4, duration)
+    assert device.energy_method == "counter"
+    assert device.energy_kwh == pytest.approx(mean_power * duration / 3.6e6, rel=0.01)
+    # the counter and the integration of power samples agree on a trace that has both
+    assert device.power_integrated_kwh == pytest.approx(device.energy_kwh, rel=0.01)
+    assert step.mem_peak_gb == pytest.approx(50)
+    assert step.gpu_type == "A100-80GB" and step.gpus == 1
+    assert step.total_usd == pytest.approx(5.12 * step.duration_s / 3600, rel=1e-6)
+
+
+def test_a_budget_stops_the_step_within_two_intervals_and_names_the_budget(simulated_gpu):
+    simulated_gpu("busy", devices=8)
+    interval = 0.1
+    rate = 8 * 12.29 / 3600  # USD per second for 8 on-demand H100s
+    budget = 0.01
+    started = time.monotonic()
+    with pytest.raises(BudgetExceeded) as err, meter("train", gpu_type="H100", budget_usd=budget, interval=interval):
+        time.sleep(30)
+    stopped_after = time.monotonic() - started
+    assert stopped_after <= budget / rate + 2 * interval + 0.1
+    breach = err.value
+    assert breach.limit == budget and breach.spent_usd > budget and "budget_usd=0.01" in breach.policy
+    assert "$0.0100" in str(breach) and "budget" in str(breach)
+    (step,) = Ledger().steps()
+    assert step.status == "breached" and step.breach.kind == "budget_usd"
+
+
+def test_a_stop_reaches_a_meter_on_another_thread(simulated_gpu):
+    simulated_gpu("busy", devices=8)
+    caught = {}
+
+    def work():
+        try:
+            with meter("worker", gpu_type="H100", budget_usd=0.005, interval=0.05):
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # a Python loop: the async exception lands here
+                    sum(range(1000))
+        except BudgetExceeded as e:
+            caught["breach"] = e
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(15)
+    assert isinstance(caught.get("breach"), BudgetExceeded)
+
+
+def test_idle_timeout_stops_a_step_whose_gpus_do_nothing(simulated_gpu):
+    simulated_gpu("idle")
+    with pytest.raises(GuardrailBreached) as err, meter("stuck", gpu_type="H100", idle_timeout=0.3, interval=0.05):
+        time.sleep(10)
+    assert err.value.limit_name == "idle_timeout_s" and "idle timeout" in str(err.value)
+
+
+def test_preflight_refuses_before_the_body_runs(simulated_gpu):
+    ran = []
+    with (
+        pytest.raises(PreflightRefused, match="projects"),
+        meter("big", gpus=8, gpu_type="H100", budget_usd=10, max_duration="1h"),
+    ):
+        ran.append(True)
+    assert ran == []
+
+
+def test_allocation_is_billed_and_untouched_gpus_show_idle(simulated_gpu):
+    simulated_gpu("busy", devices=1)
+    with meter("train", gpus=4, gpu_type="H100", interval=0.02) as m:
+        time.sleep(0.3)
+    step = m.cost
+    assert step.gpus == 4 and len(step.devices) == 1
+    assert step.total_usd == pytest.approx(4 * 12.29 * step.duration_s / 3600)
+    assert step.idle_fraction == pytest.approx(0.75, abs=0.02)
+
+
+def test_cuda_visible_devices_meters_only_the_jobs_device(tmp_path, simulated_gpu, monkeypatch):
+    rows = [(0.0, 0, 10, 5, 100), (0.0, 1, 70, 40, 450)]
+    simulated_gpu(_trace(tmp_path, rows), gpu="A100-80GB", devices=2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with meter("train", interval=0.02) as m:
+        time.sleep(0.3)
+    (device,) = m.cost.devices
+    assert device.index == 0  # cuda:0 inside the job ...
+    assert device.util_mean_pct == pytest.approx(70)  # ... is physical device 1
+    assert device.mem_peak_gb == pytest.approx(40)
+    assert m.cost.gpus == 1
+
+
+def test_the_record_is_in_the_ledger_after_an_exception(simulated_gpu):
+    with pytest.raises(ZeroDivisionError), meter("train", gpu_type="H100", interval=0.02):
+        1 / 0  # noqa: B018
+    (step,) = Ledger().steps()
+    assert step.status == "failed" and "ZeroDivisionError" in step.error and step.total_usd > 0
+
+
+def test_decorator_returns_the_value_and_keeps_the_cost(simulated_gpu):
+    @metered(gpu_type="H100", interval=0.02, tags={"team": "search", "workload": "inference"})
+    def predict(x):
+        time.sleep(0.1)
+        return x * 2
+
+    assert predict(21) == 42
+    assert predict.last_cost.name == "predict" and predict.last_cost.tags["team"] == "search"
+
+
+def test_without_nvml_the_function_still_returns_and_the_record_says_degraded(monkeypatch):
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:  # pragma: no cover - only on a machine with a driver
+        pytest.skip("an NVIDIA driver is present: NVML is not missing here")
+    monkeypatch.setenv("MLCOST_GPU_BACKEND", "nvml")
+
+    @metered(gpus=1, gpu_type="L4", interval=0.02)
+    def work():
+        return "done"
+
+    assert work() == "done"
+    step = work.last_cost
+    assert step.telemetry == "degraded" and step.degraded_reasons
+    assert any("NVML" in r or "nvml" in r for r in step.degraded_reasons)
+    assert step.total_usd == pytest.approx(0.8048 * step.duration_s / 3600)  # priced by allocation
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from mlcost import meter
+    with meter("long", gpu_type="H100", interval=0.05):
+        print("started", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize(("sig", "status", "code"), [(signal.SIGTERM, "killed", 143), (signal.SIGKILL, "running", -9)])
+def test_a_step_killed_half_way_leaves_its_record(simulated_gpu, sig, status, code):
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == code
+    (step,) = Ledger().steps()
+    assert step.name == "long" and step.status == status
+    if sig == signal.SIGTERM:
+        assert step.error == "SIGTERM" and step.duration_s >= 0.3 and step.total_usd > 0

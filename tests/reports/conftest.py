@@ -1,0 +1,99 @@
+"""Known ledgers for the report tests: every figure a test expects is computed by hand from these."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from mlcost.sinks.ledger import Ledger
+from mlcost.step import StepCost
+from mlcost.usage import DeviceUsage, HostUsage
+
+_ids = itertools.count()
+
+
+def step(
+    name: str,
+    total: float,
+    *,
+    team: str | None = "search",
+    project: str | None = "discovery",
+    model: str | None = "ranker",
+    workload: str | None = "training",
+    gpus: int = 1,
+    gpu_type: str = "H100",
+    hours: float = 1.0,
+    idle_fraction: float | None = 0.0,
+    util: float | None = 80.0,
+    mem_gb: float | None = 40.0,
+    host_cpu: float | None = 20.0,
+    devices: int | None = None,
+    started: str = "2025-06-10T10:00:00+00:00",
+    status: str = "succeeded",
+    pricing: str = "on_demand",
+    spot: float | None = None,
+    run_key: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> StepCost:
+    tags = {k: v for k, v in (("team", team), ("project", project), ("model", model), ("workload", workload)) if v}
+    tags.update(extra_tags or {})
+    n_dev = gpus if devices is None else devices
+    return StepCost(
+        step_id=f"s{next(_ids):06d}",
+        name=name,
+        status=status,
+        started_at=started,
+        ended_at=None if status == "running" else started.replace("10:00:00", "11:00:00"),
+        duration_s=hours * 3600,
+        gpus=gpus,
+        gpu_type=gpu_type,
+        pricing=pricing,
+        tags=tags,
+        run_key=run_key,
+        total_usd=total,
+        compute_usd=total,
+        idle_usd=total * (idle_fraction or 0.0),
+        spot_whatif_usd=spot,
+        gpu_hours=gpus * hours,
+        util_mean_pct=util,
+        mem_peak_gb=mem_gb,
+        idle_fraction=idle_fraction,
+        telemetry="simulated",
+        simulated=True,
+        devices=[
+            DeviceUsage(
+                index=i,
+                gpu_type=gpu_type,
+                seconds=hours * 3600,
+                util_mean_pct=util,
+                mem_peak_gb=mem_gb,
+                mem_total_gb=80.0,
+            )  # fmt: skip
+            for i in range(n_dev)
+        ],
+        host=HostUsage(cpu_mean_pct=host_cpu, cpu_count=8),
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path) -> Ledger:
+    return Ledger(tmp_path / "ledger.db")
+
+
+def write(ledger: Ledger, *steps: StepCost) -> list[StepCost]:
+    for s in steps:
+        ledger.write(s)
+    return list(steps)
+
+
+@pytest.fixture
+def mk():
+    """``mk.step(...)`` builds a StepCost, ``mk.write(ledger, *steps)`` writes them."""
+
+    class _Mk:
+        pass
+
+    m = _Mk()
+    m.step, m.write = step, write
+    return m

@@ -1,0 +1,142 @@
+"""Report figures over known ledgers, each expected answer worked out by hand in the test."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlcost.pricing.catalog import PriceCatalog
+from mlcost.reports import analysis as a
+
+ALL = a.Period()
+
+
+def _chargeback_ledger(ledger, mk):
+    s = mk.step
+    return mk.write(
+        ledger,
+        s("train", 10.0, idle_fraction=0.2, gpus=2, hours=0.5),  # search/ranker: idle $2, idle 0.2 GPU-h
+        s("train", 6.0),  # search/ranker
+        s("serve", 4.0, workload="inference", idle_fraction=0.25),  # search/ranker: idle $1, 0.25 GPU-h
+        s("ctr", 5.0, team="ads", project="growth", model="ctr", idle_fraction=0.5, hours=2),  # idle $2.5, 1 GPU-h
+        s("adhoc", 1.0, team=None, project=None, model=None, workload=None),
+        s("train", 100.0, status="running"),  # not sealed: never charged
+        s("train", 50.0, started="2025-05-01T10:00:00+00:00"),  # before the period below
+    )
+
+
+def test_chargeback_by_team_sums_sealed_steps_in_the_period(ledger, mk):
+    _chargeback_ledger(ledger, mk)
+    df = a.chargeback(ledger, a.Period(since="2025-06-01"), by=("team",)).set_index("team")
+    assert df.loc["search", "total_usd"] == pytest.approx(20.0)  # 10 + 6 + 4
+    assert df.loc["search", "steps"] == 3
+    assert df.loc["search", "idle_usd"] == pytest.approx(3.0)  # 2 + 1
+    assert df.loc["ads", "total_usd"] == pytest.approx(5.0)
+    assert df.loc["(untagged)", "total_usd"] == pytest.approx(1.0)
+    assert df["share"].sum() == pytest.approx(1.0)
+    assert df.loc["search", "share"] == pytest.approx(20 / 26)
+    assert list(df.index) == ["search", "ads", "(untagged)"]  # most expensive first
+
+
+def test_chargeback_by_several_dimensions(ledger, mk):
+    _chargeback_ledger(ledger, mk)
+    df = a.chargeback(ledger, a.Period(since="2025-06-01"), by=("model", "workload"))
+    got = {(r.model, r.workload): r.total_usd for r in df.itertuples()}
+    assert got == {
+        ("ranker", "training"): pytest.approx(16.0),
+        ("ranker", "inference"): pytest.approx(4.0),
+        ("ctr", "training"): pytest.approx(5.0),
+        ("(untagged)", "(untagged)"): pytest.approx(1.0),
+    }
+    assert a.chargeback(ledger, ALL, by=("team",)).set_index("team").loc["search", "total_usd"] == pytest.approx(70.0)
+
+
+def test_idle_waste_in_gpu_hours_and_dollars(ledger, mk):
+    _chargeback_ledger(ledger, mk)
+    by_team = a.idle_waste(ledger, a.Period(since="2025-06-01"), by="team").set_index("team")
+    # search: 2 GPUs x 0.5 h x 0.2 = 0.2 GPU-h; 1 x 1 h x 0.25 = 0.25 GPU-h  -> 0.45 GPU-h, $3
+    assert by_team.loc["search", "idle_gpu_hours"] == pytest.approx(0.45)
+    assert by_team.loc["search", "idle_usd"] == pytest.approx(3.0)
+    assert by_team.loc["ads", "idle_gpu_hours"] == pytest.approx(1.0)  # 1 GPU x 2 h x 0.5
+    assert by_team.loc["ads", "idle_share"] == pytest.approx(0.5)
+    by_step = a.idle_waste(ledger, a.Period(since="2025-06-01"), by="name").set_index("name")
+    assert by_step.loc["ctr", "idle_usd"] == pytest.approx(2.5)
+    assert by_step.loc["train", "idle_usd"] == pytest.approx(2.0)
+
+
+def test_unit_economics_per_retrain_per_1k_inferences_and_per_outcome(ledger, mk):
+    s = mk.step
+    mk.write(
+        ledger,
+        s("prep", 2.0, run_key="r1"), s("fit", 8.0, run_key="r1"),  # retrain 1: $10
+        s("prep", 2.0, run_key="r2"), s("fit", 12.0, run_key="r2"),  # retrain 2: $14
+        s("serve", 3.0, workload="inference", extra_tags={"inferences": "200000"}),
+        s("serve", 1.0, workload="inference", extra_tags={"inferences": "50000"}),
+    )  # fmt: skip
+    df = a.unit_economics(ledger, ALL, outcomes={"orders": 1000}).set_index("model")
+    assert df.loc["ranker", "retrains"] == 2
+    assert df.loc["ranker", "usd_per_retrain"] == pytest.approx(12.0)  # (10 + 14) / 2
+    assert df.loc["ranker", "usd_per_1k_inferences"] == pytest.approx(4.0 / 250)  # $4 / 250k x 1k = $0.016
+    assert df.attrs["outcomes"]["orders"]["usd_per_unit"] == pytest.approx(28.0 / 1000)
+
+
+def test_spot_whatif_for_interruptible_on_demand_work(ledger, mk):
+    s = mk.step
+    mk.write(
+        ledger,
+        s("fit", 12.29, spot=3.19),  # training on demand: saving 9.10
+        s("eval", 1.0, workload="evaluation", spot=0.4),  # saving 0.6
+        s("serve", 5.0, workload="inference", spot=1.0),  # serving is not interruptible: left out
+        s("fit", 3.19, pricing="spot", spot=3.19),  # already spot: left out
+    )
+    df = a.spot_whatif(ledger, ALL)
+    assert df["saving_usd"].sum() == pytest.approx(9.10 + 0.6)
+    assert set(df["workload"]) == {"training", "evaluation"}
+
+
+def test_mig_profile_recommended_for_8gb_at_20pct_on_an_80gb_h100(ledger, mk):
+    catalog = PriceCatalog.load()
+    h100 = catalog.gpu_hour_usd("H100")  # 12.29
+    mk.write(ledger, *[mk.step("embed", h100, util=20.0, mem_gb=8.0) for _ in range(3)])
+    (rec,) = a.rightsizing(ledger, ALL, catalog)
+    # compute: 20% of 7 slices at ~80% busy -> ceil(1.75) = 2 slices; memory: 8 GB x 1.2 = 9.6 GB
+    # -> 2g.20gb (1g.10gb and 1g.20gb have one slice), billed max(2/7, 20/80) = 2/7 of an H100
+    assert rec.kind == "mig" and rec.suggested == "H100:2g.20gb"
+    assert rec.runs == 3 and rec.cost_usd == pytest.approx(3 * 12.29)
+    assert rec.saving_usd == pytest.approx(3 * 12.29 * (1 - 2 / 7))  # $26.34 over the period
+    assert "8.0 GB" in rec.why and "20%" in rec.why
+
+
+def test_busy_step_gets_no_recommendation_and_starved_one_is_named(ledger, mk):
+    s = mk.step
+    mk.write(
+        ledger,
+        s("fit", 12.29, util=95.0, mem_gb=70.0),  # uses the GPU: nothing to say
+        s("decode", 12.29, util=15.0, mem_gb=30.0, host_cpu=100.0),  # one core pegged, GPU waiting
+        s("wide", 4 * 12.29, gpus=4, devices=1, util=90.0),  # 4 allocated, 1 used
+    )
+    recs = {r.step: r for r in a.rightsizing(ledger, ALL, PriceCatalog.load())}
+    assert set(recs) == {"decode", "wide"}
+    assert recs["decode"].kind == "data_starved" and "num_workers" in recs["decode"].why
+    assert recs["wide"].kind == "fewer_gpus" and recs["wide"].suggested == "1x H100"
+    assert recs["wide"].saving_usd == pytest.approx(3 * 12.29)
+
+
+def test_anomaly_flags_a_5x_spike_and_not_normal_variation(ledger, mk):
+    costs = [10.0, 10.5, 9.8, 10.2, 9.9, 10.1, 10.3, 9.7, 10.4]  # +-5% around $10
+    days = [f"2025-06-{d:02d}T10:00:00+00:00" for d in range(1, 11)]
+    normal = [mk.step("nightly", c, started=d) for c, d in zip(costs, days)]
+    spike = mk.step("nightly", 50.0, gpus=5, started=days[-1])  # 5 GPUs instead of 1: 5x the cost
+    mk.write(ledger, *normal, spike)
+    df = a.anomalies(ledger, ALL)
+    # median of the 10 costs = (10.1 + 10.2) / 2 = 10.15; |deviations| sorted: .05 .05 .15 .15 .25 .25 ...
+    # -> MAD = 0.25; z(50) = 0.6745 x 39.85 / 0.25 = 107.5; z(10.5) = 0.6745 x 0.35 / 0.25 = 0.94
+    assert list(df["step_id"]) == [spike.step_id]
+    row = df.iloc[0]
+    assert row["metric"] == "total_usd" and row["median"] == pytest.approx(10.15)
+    assert row["z"] == pytest.approx(0.6745 * 39.85 / 0.25)
+    assert "5 GPUs instead of the usual 1" in row["cause"]
+
+
+def test_no_anomaly_without_enough_history(ledger, mk):
+    mk.write(ledger, mk.step("new", 1.0), mk.step("new", 1.1), mk.step("new", 9.0))
+    assert a.anomalies(ledger, ALL).empty

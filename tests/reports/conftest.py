@@ -69,7 +69,7 @@ def step(
                 util_mean_pct=util,
                 mem_peak_gb=mem_gb,
                 mem_total_gb=80.0,
-            )  # fmt: skip
+            )
             for i in range(n_dev)
         ],
         host=HostUsage(cpu_mean_pct=host_cpu, cpu_count=8),

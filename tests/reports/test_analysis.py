@@ -124,7 +124,7 @@ def test_busy_step_gets_no_recommendation_and_starved_one_is_named(ledger, mk):
 def test_anomaly_flags_a_5x_spike_and_not_normal_variation(ledger, mk):
     costs = [10.0, 10.5, 9.8, 10.2, 9.9, 10.1, 10.3, 9.7, 10.4]  # +-5% around $10
     days = [f"2025-06-{d:02d}T10:00:00+00:00" for d in range(1, 11)]
-    normal = [mk.step("nightly", c, started=d) for c, d in zip(costs, days)]
+    normal = [mk.step("nightly", c, started=d) for c, d in zip(costs, days[:-1], strict=True)]
     spike = mk.step("nightly", 50.0, gpus=5, started=days[-1])  # 5 GPUs instead of 1: 5x the cost
     mk.write(ledger, *normal, spike)
     df = a.anomalies(ledger, ALL)

@@ -1,0 +1,699 @@
+"""Static guardrails on a compiled Kubeflow pipeline: what it will ask for, and what that may cost.
+
+A pipeline that asks for 64 H100s is cheapest to stop before it is submitted. This module reads the
+compiled IR YAML (``kfp.compiler.Compiler().compile(...)``), finds every container task's
+accelerator type and count, CPU and memory, resolves pipeline-parameter placeholders, multiplies
+through ``ParallelFor`` fan-out and nested DAGs, and prices the result with a caller-given price
+function. ``check_pipeline`` turns the report into policy violations for ``mlcost gate --pipeline``.
+
+Where the numbers come from (kfp 2.17 IR):
+
+- resources: ``deploymentSpec.executors.<label>.container.resources`` — ``accelerator.resourceType``
+  / ``resourceCount`` (older specs: ``type`` / ``count``), ``resourceCpuLimit``,
+  ``resourceMemoryLimit`` and the ``…Request`` twins (older: ``cpuLimit`` floats, memory in GB).
+  A value set from a pipeline parameter compiles to ``{{$.inputs.parameters['pipelinechannel--x']}}``,
+  which names an input of *that task*; the task binds it to its DAG's inputs, and so on up to
+  ``root.inputDefinitions`` (caller's ``arguments``, else the default).
+- fan-out: ``parameterIterator.items.raw`` (a JSON list) or ``items.inputParameter`` (a list bound
+  like any parameter); the cap is ``iteratorPolicy.parallelismLimit`` (absent or 0: no cap).
+- kfp-kubernetes writes a second YAML document, ``platforms.kubernetes.deploymentSpec.executors``;
+  a node selector there (``cloud.google.com/gke-accelerator: nvidia-tesla-a100``) names the GPU
+  model when the accelerator type itself is the generic ``nvidia.com/gpu``.
+
+Peak concurrent GPUs is the heaviest set of tasks no two of which are ordered by ``dependentTasks``
+(see :mod:`mlcost.components.inspect_antichain`), computed per DAG with each sub-DAG weighted by its
+own peak times its concurrent iterations. It is an upper bound that ignores run-time facts the spec
+does not hold: both branches of a ``dsl.If``/``Elif`` count, and so does an exit handler's task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mlcost.components.inspect_antichain import max_weight_antichain
+from mlcost.components.inspect_quantities import canonical_gpu_type, parse_count, parse_quantity
+
+from mlcost.durations import parse_duration
+from mlcost.errors import ConfigError
+
+__all__ = [
+    "PipelineInspection",
+    "TaskResources",
+    "Violation",
+    "canonical_gpu_type",
+    "check_pipeline",
+    "inspect_pipeline",
+]
+
+PriceFn = Callable[[str], float]
+HistoryFn = Callable[[str], "float | None"]
+
+_CHANNEL = "pipelinechannel--"
+_PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+# Node-selector label keys that name a GPU model (GKE, NVIDIA GPU feature discovery, Karpenter).
+_GPU_LABEL_KEYS = ("cloud.google.com/gke-accelerator", "nvidia.com/gpu.product", "karpenter.k8s.aws/instance-gpu-name")
+
+
+@dataclass(frozen=True)
+class TaskResources:
+    """One container task of the pipeline, with everything a budget decision needs.
+
+    ``instances`` is how many times the task runs in one pipeline run (product of the enclosing
+    loops' sizes); ``max_concurrent`` how many of those may run at once (each loop capped by its
+    ``parallelism``). ``duration_s`` is the time it is priced for and ``duration_source`` says why:
+    ``max_duration_s`` (caller's per-task mapping), ``history`` (median of past runs),
+    ``default`` (the default max duration), or ``none``.
+    """
+
+    path: str
+    name: str
+    accelerator: str | None
+    gpu_type: str | None
+    gpus_per_instance: int
+    instances: int
+    max_concurrent: int
+    cpu_limit: float | None = None
+    cpu_request: float | None = None
+    memory_limit_gb: float | None = None
+    memory_request_gb: float | None = None
+    duration_s: float | None = None
+    duration_source: str = "none"
+    price_per_gpu_hour: float | None = None
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs over all instances (count × instances)."""
+        return self.gpus_per_instance * self.instances
+
+    @property
+    def gpu_hours(self) -> float | None:
+        """GPU-hours if every instance runs for ``duration_s``."""
+        if self.total_gpus == 0:
+            return 0.0
+        return None if self.duration_s is None else self.total_gpus * self.duration_s / 3600.0
+
+    @property
+    def projected_cost_usd(self) -> float | None:
+        """count × instances × hours × $/GPU-hour; ``None`` when the price or duration is unknown."""
+        if self.total_gpus == 0:
+            return 0.0
+        if self.gpu_hours is None or self.price_per_gpu_hour is None:
+            return None
+        return self.gpu_hours * self.price_per_gpu_hour
+
+
+@dataclass(frozen=True)
+class PipelineInspection:
+    """What a compiled pipeline asks for: per task, and the pipeline-level totals a policy checks."""
+
+    source: str
+    pipeline_name: str
+    tasks: list[TaskResources]
+    peak_concurrent_gpus: int
+
+    @property
+    def total_gpus(self) -> int:
+        """Σ count × instances: every GPU allocation the run makes, whether or not they overlap."""
+        return sum(t.total_gpus for t in self.tasks)
+
+    @property
+    def projected_cost_usd(self) -> float | None:
+        """Σ of the tasks' projected costs; ``None`` if any GPU task could not be priced."""
+        costs = [t.projected_cost_usd for t in self.tasks]
+        return None if any(c is None for c in costs) else float(sum(c for c in costs if c is not None))
+
+    @property
+    def gpu_tasks(self) -> list[TaskResources]:
+        return [t for t in self.tasks if t.gpus_per_instance > 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON output (no prose)."""
+        return {
+            "source": self.source,
+            "pipeline": self.pipeline_name,
+            "peak_concurrent_gpus": self.peak_concurrent_gpus,
+            "total_gpus": self.total_gpus,
+            "projected_cost_usd": self.projected_cost_usd,
+            "tasks": [
+                {
+                    "path": t.path,
+                    "name": t.name,
+                    "accelerator": t.accelerator,
+                    "gpu_type": t.gpu_type,
+                    "gpus_per_instance": t.gpus_per_instance,
+                    "instances": t.instances,
+                    "max_concurrent": t.max_concurrent,
+                    "cpu_limit": t.cpu_limit,
+                    "cpu_request": t.cpu_request,
+                    "memory_limit_gb": t.memory_limit_gb,
+                    "memory_request_gb": t.memory_request_gb,
+                    "duration_s": t.duration_s,
+                    "duration_source": t.duration_source,
+                    "price_per_gpu_hour": t.price_per_gpu_hour,
+                    "gpu_hours": t.gpu_hours,
+                    "projected_cost_usd": t.projected_cost_usd,
+                }
+                for t in self.tasks
+            ],
+        }
+
+    def to_markdown(self) -> str:
+        """A Markdown table of the tasks and one summary line, for a CI job summary or PR comment."""
+        head = (
+            "| task | GPU type | GPUs/instance | instances | max concurrent | CPU req/limit | "
+            "memory GB req/limit | hours | projected $ |\n|---|---|---:|---:|---:|---|---|---:|---:|"
+        )
+        rows = [head]
+        for t in self.tasks:
+            hours = "–" if t.duration_s is None else f"{t.duration_s / 3600:.2f} ({t.duration_source})"
+            cost = t.projected_cost_usd
+            rows.append(
+                "| "
+                + " | ".join(
+                    [
+                        f"`{t.path}`",
+                        _cell(t.gpu_type if t.gpus_per_instance else None),
+                        str(t.gpus_per_instance),
+                        str(t.instances),
+                        str(t.max_concurrent),
+                        f"{_num(t.cpu_request)} / {_num(t.cpu_limit)}",
+                        f"{_num(t.memory_request_gb)} / {_num(t.memory_limit_gb)}",
+                        hours if t.gpus_per_instance else "–",
+                        "?" if cost is None else f"{cost:,.2f}",
+                    ]
+                )
+                + " |"
+            )
+        total = self.projected_cost_usd
+        rows.append("")
+        rows.append(
+            f"**{self.pipeline_name}**: peak concurrent GPUs {self.peak_concurrent_gpus}, "
+            f"total GPUs {self.total_gpus}, projected cost "
+            + ("unknown (no price or duration for some task)" if total is None else f"${total:,.2f}")
+        )
+        return "\n".join(rows) + "\n"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One breached limit: which rule, which task(s), the limit and what the pipeline would do."""
+
+    rule: str  # "max_gpus_per_task" | "max_gpus" | "budget_usd" | "allowed_gpu_types"
+    tasks: tuple[str, ...]
+    limit: Any
+    observed: Any
+    message: str = field(default="")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def inspect_pipeline(
+    path: str | os.PathLike[str],
+    *,
+    arguments: Mapping[str, Any] | None = None,
+    default_gpu_type: str | None = None,
+    max_duration_s: Mapping[str, float | str] | None = None,
+    default_max_duration_s: float | str | None = None,
+    price_per_gpu_hour: PriceFn | None = None,
+    history: HistoryFn | None = None,
+    loop_sizes: Mapping[str, int] | None = None,
+) -> PipelineInspection:
+    """Read a compiled KFP pipeline and report what each task asks for and may cost.
+
+    :param arguments: pipeline parameters for this run; they override ``root.inputDefinitions``
+        defaults. An unknown name is an error (a typo would otherwise silently use the default).
+    :param default_gpu_type: the model behind a generic accelerator (``nvidia.com/gpu``, or a limit
+        with no type) when no node selector names one.
+    :param max_duration_s: task path (``for-loop-2/train``) or task name (``train``) → seconds or a
+        duration string (``"2h"``); the path wins.
+    :param default_max_duration_s: the duration of a task with no entry and no history (the
+        policy's ``budgets.max_duration``).
+    :param price_per_gpu_hour: ``gpu_type -> $/GPU-hour``, e.g.
+        ``lambda t: PriceCatalog.load().gpu_hour_usd(t)``; without it costs are ``None``.
+    :param history: ``task name -> median seconds of past runs, or None``; used after
+        ``max_duration_s`` and before the default.
+    :param loop_sizes: loop task path → item count, for a ``ParallelFor`` over an upstream task's
+        output, which the compiled spec cannot know.
+    :raises ConfigError: unreadable file, not a KFP pipeline spec, or a value that cannot be resolved.
+    """
+    source = str(path)
+    spec, platform = _load(Path(path))
+    walker = _Walker(spec, platform, source, loop_sizes or {})
+    root = spec["root"]
+    scope = walker.pipeline_scope = _root_scope(root, dict(arguments or {}), source)
+    peak = walker.walk_dag(root, scope, prefix="", instances=1, concurrent=1, stack=("root",))
+
+    durations = {k: parse_duration(v, field=f"max_duration_s[{k!r}]") for k, v in (max_duration_s or {}).items()}
+    default_s = parse_duration(default_max_duration_s, field="default_max_duration_s")
+    prices: dict[str, float] = {}
+    tasks: list[TaskResources] = []
+    for raw in walker.tasks:
+        gpu_type = raw.gpu_type or (default_gpu_type if raw.gpus_per_instance else None)
+        if gpu_type is not None:
+            gpu_type = canonical_gpu_type(gpu_type) or gpu_type
+        duration, why = _duration(raw, durations, history, default_s)
+        price = None
+        if price_per_gpu_hour is not None and raw.gpus_per_instance:
+            if gpu_type is None:
+                raise ConfigError(
+                    f"task {raw.path!r} asks for {raw.gpus_per_instance} GPU(s) of no named type "
+                    f"(accelerator {raw.accelerator or 'limit only'}); pass default_gpu_type to price it",
+                    source=source,
+                )
+            if gpu_type not in prices:
+                prices[gpu_type] = float(price_per_gpu_hour(gpu_type))
+            price = prices[gpu_type]
+        tasks.append(
+            TaskResources(
+                **{**raw.__dict__, "gpu_type": gpu_type},
+                duration_s=duration,
+                duration_source=why,
+                price_per_gpu_hour=price,
+            )
+        )
+    name = str((spec.get("pipelineInfo") or {}).get("name") or Path(path).stem)
+    return PipelineInspection(source=source, pipeline_name=name, tasks=tasks, peak_concurrent_gpus=peak)
+
+
+def check_pipeline(
+    report: PipelineInspection,
+    *,
+    max_gpus: int | None = None,
+    budget_usd: float | None = None,
+    allowed_gpu_types: list[str] | None = None,
+) -> list[Violation]:
+    """Policy violations of an inspected pipeline; an empty list means it may be submitted.
+
+    ``max_gpus`` is checked per task instance (one step may not ask for more) and against the
+    pipeline's peak concurrent GPUs, matching the policy's ``cluster.max_gpus`` ("per step, and peak
+    concurrent per run"). ``budget_usd`` is the policy's ``budgets.run_usd``.
+    """
+    found: list[Violation] = []
+    gpu_tasks = report.gpu_tasks
+    if max_gpus is not None:
+        for t in gpu_tasks:
+            if t.gpus_per_instance > max_gpus:
+                found.append(
+                    Violation(
+                        "max_gpus_per_task",
+                        (t.path,),
+                        max_gpus,
+                        t.gpus_per_instance,
+                        f"task {t.path!r} asks for {t.gpus_per_instance} GPUs per instance; the limit is {max_gpus}",
+                    )
+                )
+        if report.peak_concurrent_gpus > max_gpus:
+            paths = tuple(t.path for t in sorted(gpu_tasks, key=lambda t: -t.gpus_per_instance * t.max_concurrent))
+            found.append(
+                Violation(
+                    "max_gpus",
+                    paths,
+                    max_gpus,
+                    report.peak_concurrent_gpus,
+                    f"pipeline {report.pipeline_name!r} may hold {report.peak_concurrent_gpus} GPUs at once; "
+                    f"the limit is {max_gpus} (tasks: {', '.join(paths)})",
+                )
+            )
+    if budget_usd is not None:
+        total = report.projected_cost_usd
+        if total is None:
+            missing = [t.path for t in gpu_tasks if t.projected_cost_usd is None]
+            raise ConfigError(
+                f"cannot check budget_usd={budget_usd}: no price or duration for task(s) {', '.join(missing)}; "
+                "pass price_per_gpu_hour and a default max duration",
+                source=report.source,
+            )
+        if total > budget_usd:
+            ranked = sorted(gpu_tasks, key=lambda t: -(t.projected_cost_usd or 0.0))
+            paths = tuple(t.path for t in ranked)
+            top = ", ".join(f"{t.path} ${t.projected_cost_usd:,.2f}" for t in ranked[:3])
+            found.append(
+                Violation(
+                    "budget_usd",
+                    paths,
+                    budget_usd,
+                    round(total, 6),
+                    f"pipeline {report.pipeline_name!r} projects ${total:,.2f}; the budget is ${budget_usd:,.2f} "
+                    f"(largest: {top})",
+                )
+            )
+    if allowed_gpu_types is not None:
+        allowed = {(canonical_gpu_type(a) or a).upper() for a in allowed_gpu_types}
+        for t in gpu_tasks:
+            if t.gpu_type is None or t.gpu_type.upper() not in allowed:
+                found.append(
+                    Violation(
+                        "allowed_gpu_types",
+                        (t.path,),
+                        sorted(allowed_gpu_types),
+                        t.gpu_type,
+                        f"task {t.path!r} uses GPU type {t.gpu_type or 'unknown'}; allowed: "
+                        f"{', '.join(sorted(allowed_gpu_types))}",
+                    )
+                )
+    return found
+
+
+# --- reading the file -------------------------------------------------------------------------
+
+
+def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline spec document and the kfp-kubernetes executor config (empty when absent)."""
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError("compiled pipeline file not found" if not path.exists() else "not a file", source=source)
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not a text file ({e.reason}); expected a compiled KFP pipeline YAML", source=source) from e
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ConfigError(
+            f"not valid YAML{at} (truncated or corrupted?): {getattr(e, 'problem', None) or e}", source=source
+        ) from e
+    spec = next((d for d in docs if isinstance(d, dict) and "root" in d and "pipelineInfo" in d), None)
+    if spec is None:
+        raise ConfigError(
+            "not a compiled KFP pipeline spec: no document has both 'pipelineInfo' and 'root' "
+            "(compile it with kfp.compiler.Compiler().compile(pipeline, 'pipeline.yaml'))",
+            source=source,
+        )
+    if not isinstance(spec["root"], dict) or not isinstance(spec["root"].get("dag"), dict):
+        raise ConfigError("'root' has no 'dag' (truncated file?)", source=source, field="root")
+    platform: dict[str, Any] = {}
+    for doc in docs:
+        if isinstance(doc, dict) and isinstance(doc.get("platforms"), dict):
+            k8s = doc["platforms"].get("kubernetes") or {}
+            platform = ((k8s.get("deploymentSpec") or {}).get("executors")) or {}
+    return spec, platform
+
+
+# --- resolving values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Unresolved:
+    """A value known only at run time, or never given; an error only if a resource needs it."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class _LoopItems:
+    """The loop variable inside a ParallelFor body: any of these items. Resources take the largest."""
+
+    items: tuple[Any, ...]
+
+
+def _root_scope(root: dict[str, Any], arguments: dict[str, Any], source: str) -> dict[str, Any]:
+    params = ((root.get("inputDefinitions") or {}).get("parameters")) or {}
+    unknown = sorted(set(arguments) - set(params))
+    if unknown:
+        raise ConfigError(
+            f"unknown pipeline argument(s) {', '.join(unknown)}; the pipeline's parameters are: "
+            f"{', '.join(sorted(params)) or '(none)'}",
+            source=source,
+            field="arguments",
+        )
+    scope: dict[str, Any] = {}
+    for name, definition in params.items():
+        if name in arguments:
+            scope[name] = arguments[name]
+        elif isinstance(definition, dict) and "defaultValue" in definition:
+            scope[name] = definition["defaultValue"]
+        else:
+            scope[name] = _Unresolved(f"pipeline parameter {name!r} has no default and no argument was given")
+    return scope
+
+
+def _binding(spec: Any, parent: Mapping[str, Any], task: str, pipeline: Mapping[str, Any]) -> Any:
+    """The value one task input receives, from the parent DAG's scope.
+
+    kfp 2.17 sometimes forgets to thread a pipeline parameter into a ``dsl.If`` sub-DAG (the task
+    binds ``pipelinechannel--t`` but the condition DAG never declares it); such a name falls back to
+    the pipeline parameter ``t``, which is what the channel stands for.
+    """
+    if not isinstance(spec, dict):
+        return _Unresolved(f"input of task {task!r} is malformed")
+    if "parameterExpressionSelector" in spec:
+        return _Unresolved(f"input of task {task!r} selects a field at run time")
+    if "runtimeValue" in spec:
+        return (spec["runtimeValue"] or {}).get("constant")
+    if "componentInputParameter" in spec:
+        name = spec["componentInputParameter"]
+        if name not in parent and name.startswith(_CHANNEL) and name[len(_CHANNEL) :] in pipeline:
+            return pipeline[name[len(_CHANNEL) :]]
+        return parent.get(name, _Unresolved(f"parameter {name!r} is not bound where task {task!r} runs"))
+    if "taskOutputParameter" in spec:
+        out = spec["taskOutputParameter"] or {}
+        return _Unresolved(
+            f"it comes from output {out.get('outputParameterKey')!r} of task {out.get('producerTask')!r}, "
+            "known only at run time"
+        )
+    return _Unresolved(f"input of task {task!r} is known only at run time")
+
+
+def _resolve(value: Any, scope: Mapping[str, Any], depth: int = 0) -> Any:
+    """Follow ``{{$.inputs.parameters['x']}}`` through the task's scope to a value (or a reason)."""
+    if isinstance(value, str) and "{{$" in value:
+        match = _PLACEHOLDER.fullmatch(value.strip())
+        if not match:
+            return _Unresolved(f"placeholder {value!r} is not a plain input parameter")
+        if depth > 8:
+            return _Unresolved(f"placeholder {value!r} refers to itself")
+        name = match.group(1)
+        if name not in scope:
+            return _Unresolved(f"placeholder names parameter {name!r}, which the task does not receive")
+        return _resolve(scope[name], scope, depth + 1)
+    return value
+
+
+def _items(value: Any) -> list[Any] | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return list(value) if isinstance(value, (list, tuple)) else None
+
+
+# --- walking the DAGs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RawTask:
+    path: str
+    name: str
+    accelerator: str | None
+    gpu_type: str | None
+    gpus_per_instance: int
+    instances: int
+    max_concurrent: int
+    cpu_limit: float | None
+    cpu_request: float | None
+    memory_limit_gb: float | None
+    memory_request_gb: float | None
+
+
+class _Walker:
+    """Recursive descent over DAG components, collecting container tasks in spec order."""
+
+    def __init__(
+        self, spec: dict[str, Any], platform: dict[str, Any], source: str, loop_sizes: Mapping[str, int]
+    ) -> None:
+        self.components: dict[str, Any] = spec.get("components") or {}
+        self.executors: dict[str, Any] = ((spec.get("deploymentSpec") or {}).get("executors")) or {}
+        self.platform = platform
+        self.source = source
+        self.loop_sizes = loop_sizes
+        self.tasks: list[_RawTask] = []
+        self.pipeline_scope: Mapping[str, Any] = {}
+
+    def fail(self, message: str, **kw: Any) -> ConfigError:
+        return ConfigError(message, source=self.source, **kw)
+
+    def walk_dag(
+        self,
+        component: dict[str, Any],
+        scope: Mapping[str, Any],
+        *,
+        prefix: str,
+        instances: int,
+        concurrent: int,
+        stack: tuple[str, ...],
+    ) -> int:
+        """Collect this DAG's tasks; return the peak GPUs of one instance of it."""
+        dag_tasks = ((component.get("dag") or {}).get("tasks")) or {}
+        weights: dict[str, int] = {}
+        upstream: dict[str, set[str]] = {}
+        for key, task in dag_tasks.items():
+            path = f"{prefix}{key}"
+            if not isinstance(task, dict):
+                raise self.fail(f"task {path!r} is malformed")
+            ref = ((task.get("componentRef") or {}).get("name")) or ""
+            comp = self.components.get(ref)
+            if not isinstance(comp, dict):
+                raise self.fail(f"task {path!r} refers to component {ref!r}, which is not defined (truncated file?)")
+            if ref in stack:
+                raise self.fail(f"component {ref!r} contains itself (via task {path!r})")
+            params = ((task.get("inputs") or {}).get("parameters")) or {}
+            task_scope = _defaults(comp)
+            task_scope.update({name: _binding(b, scope, path, self.pipeline_scope) for name, b in params.items()})
+            upstream[key] = set(task.get("dependentTasks") or [])
+            if "dag" in comp:
+                size, cap = self._fan_out(task, task_scope, path)
+                weights[key] = cap * self.walk_dag(
+                    comp,
+                    task_scope,
+                    prefix=f"{path}/",
+                    instances=instances * size,
+                    concurrent=concurrent * cap,
+                    stack=(*stack, ref),
+                )
+            elif "executorLabel" in comp:
+                weights[key] = self._container(comp["executorLabel"], task_scope, path, key, instances, concurrent)
+            else:
+                weights[key] = 0
+        try:
+            return max_weight_antichain(weights, upstream)
+        except ValueError as e:
+            raise self.fail(f"{e} in DAG {prefix.rstrip('/') or 'root'!r}") from e
+
+    def _fan_out(self, task: dict[str, Any], scope: dict[str, Any], path: str) -> tuple[int, int]:
+        """(iterations, iterations that may run at once); (1, 1) for a plain sub-DAG."""
+        iterator = task.get("parameterIterator") or task.get("artifactIterator")
+        if not iterator:
+            return 1, 1
+        items_spec = iterator.get("items") or {}
+        values: list[Any] | None = None
+        if path in self.loop_sizes:
+            size = int(self.loop_sizes[path])
+        else:
+            if "raw" in items_spec:
+                values = _items(items_spec["raw"])
+                reason = f"items {items_spec['raw']!r} are not a JSON list"
+            else:
+                name = items_spec.get("inputParameter") or items_spec.get("inputArtifact")
+                got = _resolve(scope.get(name, _Unresolved(f"loop input {name!r} is not bound")), scope)
+                values = None if isinstance(got, _Unresolved) else _items(got)
+                reason = got.reason if isinstance(got, _Unresolved) else f"value {got!r} is not a list"
+            if values is None:
+                raise self.fail(
+                    f"cannot tell how many iterations ParallelFor {path!r} runs: {reason}; "
+                    f"pass loop_sizes={{{path!r}: N}}"
+                )
+            size = len(values)
+        item_input = iterator.get("itemInput")
+        if item_input:
+            scope[item_input] = (
+                _LoopItems(tuple(values))
+                if values is not None
+                else _Unresolved(f"items of ParallelFor {path!r} are known only at run time")
+            )
+        limit = int(((task.get("iteratorPolicy") or {}).get("parallelismLimit")) or 0)
+        return size, min(limit, size) if limit > 0 else size
+
+    def _container(
+        self, label: str, scope: Mapping[str, Any], path: str, name: str, instances: int, concurrent: int
+    ) -> int:
+        executor = self.executors.get(label)
+        if not isinstance(executor, dict):
+            raise self.fail(f"task {path!r} uses executor {label!r}, which is not in deploymentSpec (truncated file?)")
+        resources = ((executor.get("container") or {}).get("resources")) or {}
+        accel = resources.get("accelerator") or {}
+
+        def value(where: Mapping[str, Any], *keys: str, what: str) -> Any:
+            raw = next((where[k] for k in keys if k in where), None)
+            got = _resolve(raw, scope)
+            if isinstance(got, _Unresolved):
+                raise self.fail(f"task {path!r}: cannot resolve {what} {raw!r}: {got.reason}")
+            return got
+
+        accelerator = value(accel, "resourceType", "type", what="accelerator type")
+        count_raw = value(accel, "resourceCount", "count", what="accelerator count")
+        if count_raw is None:
+            count = 1 if accelerator else 0
+        else:
+            count = _largest(count_raw, lambda v: parse_count(v, what=f"task {path!r} accelerator count"))
+        if isinstance(accelerator, _LoopItems):
+            raise self.fail(f"task {path!r}: the accelerator type varies with the loop item; set it statically")
+        accelerator = str(accelerator) if accelerator else None
+        gpu_type = canonical_gpu_type(accelerator) if accelerator else None
+        if gpu_type is None and count:
+            gpu_type = self._node_selector_type(label)
+
+        def qty(keys: tuple[str, str], what: str, scale: float) -> float | None:
+            got = value(resources, keys[0], what=what)
+            if got is not None:
+                return _largest(got, lambda v: parse_quantity(v, what=f"task {path!r} {what}")) / scale
+            legacy = resources.get(keys[1])  # pre-2.x floats: cores, or memory already in GB
+            return float(legacy) if isinstance(legacy, (int, float)) else None
+
+        self.tasks.append(
+            _RawTask(
+                path=path,
+                name=name,
+                accelerator=accelerator,
+                gpu_type=gpu_type,
+                gpus_per_instance=count,
+                instances=instances,
+                max_concurrent=concurrent,
+                cpu_limit=qty(("resourceCpuLimit", "cpuLimit"), "cpu limit", 1.0),
+                cpu_request=qty(("resourceCpuRequest", "cpuRequest"), "cpu request", 1.0),
+                memory_limit_gb=qty(("resourceMemoryLimit", "memoryLimit"), "memory limit", 1e9),
+                memory_request_gb=qty(("resourceMemoryRequest", "memoryRequest"), "memory request", 1e9),
+            )
+        )
+        return count
+
+    def _node_selector_type(self, label: str) -> str | None:
+        config = self.platform.get(label) or {}
+        labels = ((config.get("nodeSelector") or {}).get("labels")) or {}
+        for key in _GPU_LABEL_KEYS:
+            if isinstance(labels.get(key), str):
+                return canonical_gpu_type(labels[key])
+        return None
+
+
+def _defaults(component: dict[str, Any]) -> dict[str, Any]:
+    params = ((component.get("inputDefinitions") or {}).get("parameters")) or {}
+    return {k: v["defaultValue"] for k, v in params.items() if isinstance(v, dict) and "defaultValue" in v}
+
+
+def _largest(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """Convert a value; for a loop variable, the largest over its items (a sound bound)."""
+    if isinstance(value, _LoopItems):
+        return max((convert(v) for v in value.items), default=0)
+    return convert(value)
+
+
+def _duration(
+    task: _RawTask, durations: Mapping[str, float | None], history: HistoryFn | None, default_s: float | None
+) -> tuple[float | None, str]:
+    for key in (task.path, task.name):
+        if key in durations and durations[key] is not None:
+            return durations[key], "max_duration_s"
+    if history is not None and task.gpus_per_instance:
+        seen = history(task.name)
+        if seen is not None:
+            return float(seen), "history"
+    if default_s is not None:
+        return default_s, "default"
+    return None, "none"
+
+
+def _cell(value: str | None) -> str:
+    return "–" if value is None else value.replace("|", "\\|")
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:g}"

@@ -248,8 +248,8 @@ def inspect_pipeline(
     spec, platform = _load(Path(path))
     walker = _Walker(spec, platform, source, loop_sizes or {})
     root = spec["root"]
-    scope = walker.pipeline_scope = _root_scope(root, dict(arguments or {}), source)
-    peak = walker.walk_dag(root, scope, prefix="", instances=1, concurrent=1, stack=("root",))
+    scope = _root_scope(root, dict(arguments or {}), source)
+    peak = walker.walk_dag(root, scope, prefix="", instances=1, concurrent=1, stack=("root",), outer=())
 
     durations = {k: parse_duration(v, field=f"max_duration_s[{k!r}]") for k, v in (max_duration_s or {}).items()}
     default_s = parse_duration(default_max_duration_s, field="default_max_duration_s")
@@ -435,12 +435,14 @@ def _root_scope(root: dict[str, Any], arguments: dict[str, Any], source: str) ->
     return scope
 
 
-def _binding(spec: Any, parent: Mapping[str, Any], task: str, pipeline: Mapping[str, Any]) -> Any:
+def _binding(spec: Any, parent: Mapping[str, Any], task: str, outer: tuple[Mapping[str, Any], ...]) -> Any:
     """The value one task input receives, from the parent DAG's scope.
 
-    kfp 2.17 sometimes forgets to thread a pipeline parameter into a ``dsl.If`` sub-DAG (the task
-    binds ``pipelinechannel--t`` but the condition DAG never declares it); such a name falls back to
-    the pipeline parameter ``t``, which is what the channel stands for.
+    kfp 2.17 does not always thread a parameter into a ``dsl.If`` or ``ParallelFor`` sub-DAG: the
+    task binds ``pipelinechannel--n`` but the sub-DAG never declares or receives it (seen with
+    ``set_accelerator_limit(n)`` inside a loop of a sub-pipeline). Such a name is looked up in the
+    enclosing DAGs, nearest first, as ``pipelinechannel--n`` and then as ``n`` — what the channel
+    stands for.
     """
     if not isinstance(spec, dict):
         return _Unresolved(f"input of task {task!r} is malformed")
@@ -450,8 +452,11 @@ def _binding(spec: Any, parent: Mapping[str, Any], task: str, pipeline: Mapping[
         return (spec["runtimeValue"] or {}).get("constant")
     if "componentInputParameter" in spec:
         name = spec["componentInputParameter"]
-        if name not in parent and name.startswith(_CHANNEL) and name[len(_CHANNEL) :] in pipeline:
-            return pipeline[name[len(_CHANNEL) :]]
+        if name not in parent and name.startswith(_CHANNEL):
+            for scope in outer:
+                for candidate in (name, name[len(_CHANNEL) :]):
+                    if candidate in scope:
+                        return scope[candidate]
         return parent.get(name, _Unresolved(f"parameter {name!r} is not bound where task {task!r} runs"))
     if "taskOutputParameter" in spec:
         out = spec["taskOutputParameter"] or {}
@@ -516,7 +521,6 @@ class _Walker:
         self.source = source
         self.loop_sizes = loop_sizes
         self.tasks: list[_RawTask] = []
-        self.pipeline_scope: Mapping[str, Any] = {}
 
     def fail(self, message: str, **kw: Any) -> ConfigError:
         return ConfigError(message, source=self.source, **kw)
@@ -530,8 +534,12 @@ class _Walker:
         instances: int,
         concurrent: int,
         stack: tuple[str, ...],
+        outer: tuple[Mapping[str, Any], ...],
     ) -> int:
-        """Collect this DAG's tasks; return the peak GPUs of one instance of it."""
+        """Collect this DAG's tasks; return the peak GPUs of one instance of it.
+
+        ``scope`` holds this DAG's inputs; ``outer`` the enclosing DAGs' scopes, nearest first.
+        """
         dag_tasks = ((component.get("dag") or {}).get("tasks")) or {}
         weights: dict[str, int] = {}
         upstream: dict[str, set[str]] = {}
@@ -547,7 +555,7 @@ class _Walker:
                 raise self.fail(f"component {ref!r} contains itself (via task {path!r})")
             params = ((task.get("inputs") or {}).get("parameters")) or {}
             task_scope = _defaults(comp)
-            task_scope.update({name: _binding(b, scope, path, self.pipeline_scope) for name, b in params.items()})
+            task_scope.update({name: _binding(b, scope, path, outer) for name, b in params.items()})
             upstream[key] = set(task.get("dependentTasks") or [])
             if "dag" in comp:
                 size, cap = self._fan_out(task, task_scope, path)
@@ -558,6 +566,7 @@ class _Walker:
                     instances=instances * size,
                     concurrent=concurrent * cap,
                     stack=(*stack, ref),
+                    outer=(scope, *outer),
                 )
             elif "executorLabel" in comp:
                 weights[key] = self._container(comp["executorLabel"], task_scope, path, key, instances, concurrent)

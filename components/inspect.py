@@ -237,7 +237,9 @@ def inspect_pipeline(
     :param default_max_duration_s: the duration of a task with no entry and no history (the
         policy's ``budgets.max_duration``).
     :param price_per_gpu_hour: ``gpu_type -> $/GPU-hour``, e.g.
-        ``lambda t: PriceCatalog.load().gpu_hour_usd(t)``; without it costs are ``None``.
+        ``PriceCatalog.load().gpu_hour_usd``; without it costs are ``None``. It is called once per
+        GPU type, and its errors reach the caller unchanged (the catalog raises ``UnknownGpuType``,
+        a ``ConfigError``, for a model it cannot price).
     :param history: ``task name -> median seconds of past runs, or None``; used after
         ``max_duration_s`` and before the default.
     :param loop_sizes: loop task path → item count, for a ``ParallelFor`` over an upstream task's

@@ -254,6 +254,21 @@ def test_history_fills_in_between_explicit_durations_and_the_default(compiled):
     assert report.projected_cost_usd == pytest.approx(68.80 + 0.40)
 
 
+def test_the_price_catalog_fits_as_the_price_function(compiled, tmp_path):
+    from mlcost.pricing.catalog import PriceCatalog
+
+    catalog = PriceCatalog.load()
+    report = inspect_pipeline(
+        compiled["type_only"], default_max_duration_s="2h", price_per_gpu_hour=catalog.gpu_hour_usd
+    )
+    assert report.projected_cost_usd == pytest.approx(2 * catalog.gpu_hour_usd("T4"))
+
+    p4 = tmp_path / "p4.yaml"  # a model the catalog does not price: its error (a ConfigError) reaches the caller
+    p4.write_text(compiled["type_only"].read_text().replace("NVIDIA_TESLA_T4", "NVIDIA_TESLA_P4"))
+    with pytest.raises(ConfigError, match="NVIDIA_TESLA_P4"):
+        inspect_pipeline(p4, default_max_duration_s="2h", price_per_gpu_hour=catalog.gpu_hour_usd)
+
+
 def test_cost_is_unknown_without_a_price(compiled):
     report = inspect_pipeline(compiled["type_only"], default_max_duration_s=3600)
     assert report.projected_cost_usd is None

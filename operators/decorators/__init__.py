@@ -1,0 +1,1 @@
+"""Task decorators of the mlcost Airflow provider (``@task.metered``)."""

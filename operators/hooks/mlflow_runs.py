@@ -1,0 +1,139 @@
+"""Where a DAG run's cost goes in MLflow: the tracking URI, and one parent run per DAG run.
+
+A metered task logs one MLflow run per task instance (the meter does that); this hook finds or
+creates the run of the DAG run those task runs are nested under, so that the MLflow UI shows a
+DAG run as one row with its tasks beneath it. ``mlflow`` is imported inside the methods only: a
+DAG file that imports the provider must not pay for it at parse time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from mlcost.operators.version_compat import BaseHook
+
+from mlcost.names import ENV_MLFLOW_TRACKING_URI
+
+log = logging.getLogger(__name__)
+
+TAG_RUN_KEY = "mlcost.run_key"
+TAG_KIND = "mlcost.kind"
+KIND_DAG_RUN = "dag_run"
+DEFAULT_EXPERIMENT = "mlcost"
+CONFIG_SECTION = "mlcost"
+
+
+class MlflowRunsHook(BaseHook):
+    """MLflow access for mlcost's operators.
+
+    The tracking URI is, in order: ``tracking_uri`` given to the hook, the Airflow connection
+    ``mlflow_conn_id`` (its extra ``tracking_uri``, else ``schema://host:port``; a host that already
+    holds a URI is used as it is), ``$MLFLOW_TRACKING_URI``, then Airflow's config
+    ``[mlcost] mlflow_tracking_uri`` (``AIRFLOW__MLCOST__MLFLOW_TRACKING_URI``). None means MLflow is
+    not configured and nothing is logged there (the ledger still has every step).
+
+    :param mlflow_conn_id: an Airflow connection to the tracking server (optional)
+    :param tracking_uri: a tracking URI, used as it is (optional)
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow (mlcost)"
+
+    def __init__(self, mlflow_conn_id: str | None = None, tracking_uri: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+        self._tracking_uri = tracking_uri
+
+    def get_conn(self) -> Any:
+        """An ``MlflowClient`` on :meth:`tracking_uri`."""
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri())
+
+    def tracking_uri(self) -> str | None:
+        if self._tracking_uri:
+            return self._tracking_uri
+        if self.mlflow_conn_id:
+            conn = self.get_connection(self.mlflow_conn_id)
+            extra = conn.extra_dejson or {}
+            if extra.get("tracking_uri"):
+                return str(extra["tracking_uri"])
+            host = conn.host or ""
+            if "://" in host:
+                return host
+            scheme = conn.schema or "http"
+            return f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+        if os.environ.get(ENV_MLFLOW_TRACKING_URI):
+            return os.environ[ENV_MLFLOW_TRACKING_URI]
+        try:
+            from airflow.sdk.configuration import conf
+
+            value = conf.get(CONFIG_SECTION, "mlflow_tracking_uri", fallback=None)
+        except Exception:  # a worker without that section: not configured
+            value = None
+        return value or None
+
+    @staticmethod
+    def experiment_name(experiment: str | None) -> str:
+        """The experiment the step runs go to; the same rule as the meter's MLflow sink."""
+        return experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+    def dag_run_parent(self, run_key: str, *, experiment: str | None, run_name: str, tags: dict[str, str]) -> str:
+        """The id of the MLflow run of the DAG run ``run_key``, created by the first task that asks.
+
+        Two tasks starting at once may both create one; both then pick the oldest, so the tasks
+        still end up under one parent (the other stays empty and is marked as a duplicate).
+        """
+        client = self.get_conn()
+        name = self.experiment_name(experiment)
+        exp = client.get_experiment_by_name(name)
+        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        found = self._parents(client, experiment_id, run_key)
+        if not found:
+            created = client.create_run(
+                experiment_id, run_name=run_name, tags={TAG_RUN_KEY: run_key, TAG_KIND: KIND_DAG_RUN, **tags}
+            )
+            found = self._parents(client, experiment_id, run_key)
+            if found and found[0].info.run_id != created.info.run_id:
+                client.set_tag(created.info.run_id, "mlcost.duplicate_of", found[0].info.run_id)
+                client.set_terminated(created.info.run_id, status="KILLED")
+            if not found:  # a store that does not see its own write yet
+                return created.info.run_id
+        return found[0].info.run_id
+
+    @staticmethod
+    def _parents(client: Any, experiment_id: str, run_key: str) -> list[Any]:
+        escaped = run_key.replace("'", "\\'")
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TAG_RUN_KEY}` = '{escaped}' AND tags.`{TAG_KIND}` = '{KIND_DAG_RUN}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=10,
+        )
+        return [r for r in runs if "mlcost.duplicate_of" not in r.data.tags]
+
+    def update_parent_totals(self, parent_run_id: str, run_key: str, *, final_status: str | None = None) -> dict:
+        """Sum the step runs of ``run_key`` onto the parent (``cost_usd``, ``idle_cost_usd``,
+        ``gpu_hours``, ``energy_kwh``), optionally ending it; returns the sums."""
+        from mlcost import names
+
+        client = self.get_conn()
+        parent = client.get_run(parent_run_id)
+        escaped = run_key.replace("'", "\\'")
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{TAG_RUN_KEY}` = '{escaped}' AND tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=5000,
+        )
+        keys = (names.COST_USD, names.IDLE_COST_USD, names.GPU_HOURS, names.ENERGY_KWH)
+        sums = {k: sum(float(r.data.metrics.get(k, 0.0)) for r in children) for k in keys}
+        for key, value in sums.items():
+            client.log_metric(parent_run_id, key, value)
+        client.log_metric(parent_run_id, "steps", float(len(children)))
+        if final_status:
+            client.set_terminated(parent_run_id, status=final_status)
+        return sums

@@ -1,0 +1,1 @@
+"""mlcost's Airflow plugin: a cost listener and the Cost view (see ``cost_plugin``)."""

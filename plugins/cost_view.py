@@ -1,0 +1,184 @@
+"""The Cost view: cost by DAG, task, team and model, with the idle share, read from the ledger.
+
+Served by the Airflow 3 API server as a plugin FastAPI app (``fastapi_apps``) and linked from the
+UI's navigation (``external_views``). HTML for people at ``/``, JSON for scripts at ``/api/...``.
+It reads the ledger with SQL (the ledger is built for that) and writes nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from typing import Any
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "dag": ("dag_id",),
+    "task": ("dag_id", "task_id"),
+    "team": ("team",),
+    "model": ("model",),
+}
+_EXPR = {
+    "dag_id": "COALESCE(json_extract(record, '$.context.dag_id'), '(none)')",
+    "task_id": "COALESCE(json_extract(record, '$.context.task_id'), name)",
+    "team": "COALESCE(team, '(untagged)')",
+    "model": "COALESCE(model, '(untagged)')",
+}
+
+
+def _where(since: str | None, dag_id: str | None) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    if since:
+        clauses.append("started_at >= ?")
+        args.append(since)
+    if dag_id:
+        clauses.append(f"{_EXPR['dag_id']} = ?")
+        args.append(dag_id)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def cost_by(ledger: Any, group: str, *, since: str | None = None, dag_id: str | None = None) -> list[dict]:
+    """Rows of ``{<keys>, total_usd, idle_usd, idle_share, gpu_hours, steps, runs, ...}``, costliest first."""
+    keys = GROUPS[group]
+    select = ", ".join(f"{_EXPR[k]} AS {k}" for k in keys)
+    where, args = _where(since, dag_id)
+    sql = (
+        f"SELECT {select}, SUM(COALESCE(total_usd, 0)) AS total_usd, SUM(COALESCE(idle_usd, 0)) AS idle_usd, "
+        "SUM(COALESCE(gpu_hours, 0)) AS gpu_hours, SUM(COALESCE(duration_s, 0)) AS duration_s, COUNT(*) AS steps, "
+        "COUNT(DISTINCT run_key) AS runs, SUM(source = 'meter') AS metered_steps, "
+        "SUM(status IN ('failed', 'breached', 'killed')) AS failed_steps, MAX(simulated) AS simulated "
+        f"FROM steps {where} GROUP BY {', '.join(keys)} ORDER BY total_usd DESC, {', '.join(keys)}"
+    )
+    out = []
+    for row in ledger.rows(sql, tuple(args)):
+        d = dict(row)
+        d["idle_share"] = (d["idle_usd"] / d["total_usd"]) if d["total_usd"] else None
+        d["simulated"] = bool(d["simulated"])
+        out.append(d)
+    return out
+
+
+def dag_runs(ledger: Any, *, since: str | None = None, dag_id: str | None = None, limit: int = 50) -> list[dict]:
+    """The latest DAG runs with their total and idle cost."""
+    where, args = _where(since, dag_id)
+    extra = "run_key IS NOT NULL" if not where else "AND run_key IS NOT NULL"
+    sql = (
+        f"SELECT run_key, {_EXPR['dag_id']} AS dag_id, MIN(started_at) AS started_at, "
+        "SUM(COALESCE(total_usd, 0)) AS total_usd, SUM(COALESCE(idle_usd, 0)) AS idle_usd, COUNT(*) AS steps "
+        f"FROM steps {where or 'WHERE'} {extra} GROUP BY run_key ORDER BY started_at DESC LIMIT ?"
+    )
+    return [dict(r) for r in ledger.rows(sql, (*args, int(limit)))]
+
+
+def _money(v: Any) -> str:
+    return "" if v is None else f"${float(v):,.4f}"
+
+
+def _table(title: str, rows: Sequence[dict], keys: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    head += "<th>cost</th><th>idle cost</th><th>idle share</th><th>GPU-hours</th><th>steps</th><th>runs</th>"
+    body = []
+    for r in rows:
+        cells = "".join(f"<td>{html.escape(str(r[k]))}</td>" for k in keys)
+        share = "" if r["idle_share"] is None else f"{r['idle_share']:.0%}"
+        sim = " <small>(simulated GPU)</small>" if r.get("simulated") else ""
+        cells += (
+            f"<td class=n>{_money(r['total_usd'])}{sim}</td><td class=n>{_money(r['idle_usd'])}</td>"
+            f"<td class=n>{share}</td><td class=n>{r['gpu_hours']:.4f}</td><td class=n>{r['steps']}</td>"
+            f"<td class=n>{r['runs']}</td>"
+        )
+        body.append(f"<tr>{cells}</tr>")
+    empty = f"<tr><td colspan={len(keys) + 6}>no steps recorded yet</td></tr>"
+    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{''.join(body) or empty}</table>"
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1b1f24}table{border-collapse:collapse;"
+    "margin-bottom:1.5rem}th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left}"
+    "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f6f8fa}h1{margin-top:0}"
+)
+
+
+def render_page(ledger: Any, *, since: str | None = None, dag_id: str | None = None) -> str:
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>mlcost: cost</title><style>{_STYLE}</style></head>",
+        "<body><h1>GPU cost</h1>",
+        f"<p>Ledger: <code>{html.escape(str(ledger.path))}</code>"
+        + (f" &middot; since {html.escape(since)}" if since else "")
+        + (f" &middot; DAG {html.escape(dag_id)}" if dag_id else "")
+        + " &middot; JSON: <a href='api/costs?group=dag'>api/costs</a></p>",
+    ]
+    for group, title in (("dag", "By DAG"), ("task", "By task"), ("team", "By team"), ("model", "By model")):
+        parts.append(_table(title, cost_by(ledger, group, since=since, dag_id=dag_id), GROUPS[group]))
+    runs = dag_runs(ledger, since=since, dag_id=dag_id, limit=20)
+    rows = "".join(
+        f"<tr><td>{html.escape(r['run_key'])}</td><td>{html.escape(str(r['started_at']))}</td>"
+        f"<td class=n>{_money(r['total_usd'])}</td><td class=n>{_money(r['idle_usd'])}</td>"
+        f"<td class=n>{r['steps']}</td></tr>"
+        for r in runs
+    )
+    parts.append(
+        "<h2>Latest DAG runs</h2><table><tr><th>run</th><th>started</th><th>cost</th><th>idle cost</th>"
+        f"<th>steps</th></tr>{rows}</table></body></html>"
+    )
+    return "".join(parts)
+
+
+def create_app(ledger_path: str | os.PathLike[str] | None = None) -> Any:
+    """The FastAPI app (imported only here: workers that load the plugin for its listener never
+    import FastAPI). ``ledger_path`` defaults to ``$MLCOST_LEDGER``, read per request."""
+    from fastapi import FastAPI, HTTPException, Query
+    from fastapi.responses import HTMLResponse
+
+    from mlcost.sinks.ledger import Ledger
+
+    app = FastAPI(title="mlcost cost view", description="GPU cost by DAG, task, team and model, from the ledger")
+
+    def ledger() -> Ledger:
+        return Ledger(ledger_path)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(since: str | None = None, dag_id: str | None = None) -> str:
+        return render_page(ledger(), since=since, dag_id=dag_id)
+
+    @app.get("/api/costs")
+    def costs(
+        group: str = Query("dag", description="dag, task, team or model"),
+        since: str | None = None,
+        dag_id: str | None = None,
+    ) -> dict:
+        if group not in GROUPS:
+            raise HTTPException(status_code=400, detail=f"group must be one of {', '.join(GROUPS)}")
+        rows = cost_by(ledger(), group, since=since, dag_id=dag_id)
+        return {"group": group, "rows": rows, "total_usd": sum(r["total_usd"] for r in rows)}
+
+    @app.get("/api/runs")
+    def runs(since: str | None = None, dag_id: str | None = None, limit: int = 50) -> dict:
+        return {"runs": dag_runs(ledger(), since=since, dag_id=dag_id, limit=limit)}
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "ledger": str(ledger().path)}
+
+    return app
+
+
+class LazyApp:
+    """An ASGI app that builds :func:`create_app` on its first request.
+
+    Airflow loads plugins in every component, task processes included (for the listener); this
+    keeps the plugin module free of FastAPI there, and only the API server ever builds the app.
+    """
+
+    def __init__(self, ledger_path: str | os.PathLike[str] | None = None) -> None:
+        self.ledger_path = ledger_path
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            self._app = create_app(self.ledger_path)
+        return self._app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)

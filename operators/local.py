@@ -120,3 +120,21 @@ def run_dag(path: str | os.PathLike[str], dag_id: str, *, conf: dict[str, Any] |
         tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis}
         tries = {ti.task_id: int(ti.try_number) for ti in tis}
     return RunResult(dag_id, dr.run_id, str(getattr(dr.state, "value", dr.state)), tasks, tries)
+
+
+def xcom(result: RunResult, task_id: str, key: str = "return_value") -> Any:
+    """The XCom ``key`` that ``task_id`` pushed in the run ``result`` (None when there is none)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == result.dag_id,
+                XComModel.run_id == result.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == key,
+            )
+        ).first()
+        return XComModel.deserialize_value(row) if row is not None else None

@@ -147,4 +147,4 @@ def mlcost_demo() -> None:
     evaluate(small, large) >> gate
 
 
-mlcost_demo()
+demo_dag = mlcost_demo()

@@ -1,0 +1,188 @@
+"""``mlcost demo``: run the example DAG end to end on embedded defaults, then show what it cost.
+
+A throwaway Airflow home on SQLite, the DAG ``dags/mlcost_demo.py`` run by ``dag.test()`` (Airflow's
+real task runner, listeners and XCom), MLflow on a SQLite file, the ledger beside it, and a
+simulated GPU, clearly labelled, when this machine has no NVIDIA driver. Airflow reads its home
+once, on first import, so everything is set before Airflow is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+DAG_ID = "mlcost_demo"
+DAG_FILE = "mlcost_demo.py"
+
+
+def demo_dag_file() -> Path:
+    """The example DAG: ``dags/`` of the source checkout (``pip install -e``)."""
+    candidates = [
+        Path(__file__).resolve().parent.parent / "dags" / DAG_FILE,
+        Path(sys.prefix) / "share" / "mlcost" / "dags" / DAG_FILE,
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"the demo DAG {DAG_FILE} is not in {', '.join(map(str, candidates))}")
+
+
+def _nvml_available() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+        pynvml.nvmlShutdown()
+        return count > 0
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path) -> Iterator[None]:
+    """Airflow's task logs go to the file, at the file-descriptor level (its loggers keep their own
+    handle on stdout), so the terminal shows only the demo's own lines."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _parse(argv_args: Any) -> argparse.Namespace:
+    if isinstance(argv_args, argparse.Namespace):
+        return argv_args
+    parser = argparse.ArgumentParser(prog="mlcost demo")
+    parser.add_argument("--home", help="folder for the Airflow home, MLflow store and ledger (default: temp)")
+    return parser.parse_args(list(argv_args or []))
+
+
+def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int:
+    """Run the demo; 0 when the DAG run succeeded, 1 when it failed, 2 when it could not start."""
+    from rich.console import Console
+
+    args = _parse(argv_args)
+    console = Console()
+    home = Path(getattr(args, "home", None) or tempfile.mkdtemp(prefix="mlcost-demo-")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        dag_file = demo_dag_file()
+    except FileNotFoundError as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+    try:
+        import airflow.sdk  # noqa: F401  (is the [airflow] extra installed?)
+    except ImportError:
+        pass
+    from mlcost.operators.local import AirflowHomeError, install_dag, prepare_home
+
+    try:
+        dags = prepare_home(home / "airflow")
+    except AirflowHomeError as e:
+        console.print(f"[red]{e}[/red]")
+        return 2
+    ledger_path = home / "ledger.db"
+    mlflow_db = home / "mlflow.db"
+    policy = home / "mlcost.toml"
+    if not policy.exists():
+        policy.write_text("# the demo's policy: no limits beyond the ones the DAG sets on its tasks\n")
+    simulated = not _nvml_available()
+    os.environ.update(
+        {
+            "MLCOST_LEDGER": str(ledger_path),
+            "MLCOST_POLICY": str(policy),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_db}",
+            "MLFLOW_EXPERIMENT_NAME": "mlcost-demo",
+        }
+    )
+    if simulated:
+        os.environ.update({"MLCOST_GPU_BACKEND": "simulated", "MLCOST_SIM_TRACE": "bursty"})
+        console.print(
+            "[bold yellow]No NVIDIA driver found: the GPUs in this demo are SIMULATED "
+            "(MLCOST_GPU_BACKEND=simulated, trace 'bursty'). Prices and arithmetic are real.[/bold yellow]"
+        )
+    console.print(f"mlcost demo: Airflow home, MLflow store and ledger in [bold]{home}[/bold]")
+    log_path = home / "demo.log"
+    started = time.monotonic()
+    with console.status("migrating the Airflow DB on SQLite and running the DAG with dag.test() ..."):
+        try:
+            with _output_to(log_path):
+                from mlcost.operators.local import run_dag
+
+                result = run_dag(install_dag(dag_file, dags), DAG_ID, conf={"train_seconds": 3.0})
+        except Exception as e:
+            console.print(f"[red]the demo could not run: {type(e).__name__}: {e}[/red] (log: {log_path})")
+            return 2
+    _print_table(console, result, ledger_path, simulated)
+    colour = "green" if result.state == "success" else "red"
+    console.print(
+        f"DAG run [{colour}]{result.state}[/{colour}] in {time.monotonic() - started:.0f} s (Airflow log: {log_path})"
+    )
+    console.print(f"MLflow:  mlflow ui --backend-store-uri sqlite:///{mlflow_db}   (experiment 'mlcost-demo')")
+    console.print(f"Reports: mlcost report --ledger {ledger_path}")
+    return 0 if result.state == "success" else 1
+
+
+def _print_table(console: Any, result: Any, ledger_path: Path, simulated: bool) -> None:
+    from rich.table import Table
+
+    from mlcost.sinks.ledger import Ledger
+
+    steps = {s.context.get("task_id", s.name): s for s in Ledger(ledger_path).steps(run_key=result.run_key)}
+    title = f"Cost of DAG run {result.dag_id} / {result.run_id}" + ("  [SIMULATED GPU]" if simulated else "")
+    table = Table(title=title)
+    for col, justify in (
+        ("task", "left"),
+        ("state", "left"),
+        ("metered", "left"),
+        ("GPUs", "left"),
+        ("wall s", "right"),
+        ("GPU-h", "right"),
+        ("util", "right"),
+        ("idle", "right"),
+        ("cost", "right"),
+        ("idle cost", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    total = idle = 0.0
+    for task_id, state in result.tasks.items():
+        s = steps.get(task_id)
+        if s is None or s.source != "meter":
+            wall = f"{s.duration_s:.1f}" if s is not None else ""
+            table.add_row(task_id, state, "no (listener)" if s is not None else "no", "", wall, "", "", "", "", "")
+            continue
+        total += s.total_usd
+        idle += s.idle_usd
+        table.add_row(
+            task_id,
+            state,
+            s.telemetry,
+            f"{s.gpus}x {s.gpu_type or '?'}",
+            f"{s.duration_s:.1f}",
+            f"{s.gpu_hours:.4f}",
+            "" if s.util_mean_pct is None else f"{s.util_mean_pct:.0f}%",
+            "" if s.idle_fraction is None else f"{s.idle_fraction:.0%}",
+            f"${s.total_usd:.4f}",
+            f"${s.idle_usd:.4f}",
+        )
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", "", "", f"${total:.4f}", f"${idle:.4f}")
+    console.print(table)

@@ -88,10 +88,11 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
     except FileNotFoundError as e:
         console.print(f"[red]{e}[/red]")
         return 2
-    try:
-        import airflow.sdk  # noqa: F401  (is the [airflow] extra installed?)
-    except ImportError:
-        pass
+    import importlib.util
+
+    if importlib.util.find_spec("airflow") is None:  # never import it here: its home is not set yet
+        console.print("[red]Airflow is not installed: pip install 'mlcost[all]'[/red]")
+        return 2
     from mlcost.operators.local import AirflowHomeError, install_dag, prepare_home
 
     try:

@@ -57,7 +57,7 @@ def runs_frame(records: list[RunRecord], change_pct: dict[str, float]) -> Any:
             "run_cost_usd",
             "model_run_cost_usd",
             "model_change_pct",
-        ],  # fmt: skip
+        ],
     )
 
 
@@ -83,8 +83,11 @@ def _expectations(limits: Limits, prefix: str, severity: str) -> list[Any]:
     if limits.idle.max_fraction is not None:
         between("idle.max_fraction", "idle_fraction", limits.idle.max_fraction)
     if c.allowed_gpu_types is not None:
-        out.append(gxe.ExpectColumnValuesToBeInSet(column="gpu_type", value_set=list(c.allowed_gpu_types),
-                                                   severity=sev, meta={"policy": prefix + "cluster.allowed_gpu_types"}))  # fmt: skip
+        key = prefix + "cluster.allowed_gpu_types"
+        allowed = list(c.allowed_gpu_types)
+        out.append(
+            gxe.ExpectColumnValuesToBeInSet(column="gpu_type", value_set=allowed, severity=sev, meta={"policy": key})
+        )
     for m in limits.models:
         if m.max_cost_per_run_usd is not None:
             between(f"models.{m.name}.max_cost_per_run_usd", "model_run_cost_usd", m.max_cost_per_run_usd,
@@ -135,7 +138,7 @@ def evaluate_gx(
                 None,
                 policy.origin(key),
                 f"Great Expectations found runs breaking {key}",
-            )  # fmt: skip
+            )
         ]
         findings += found
     result = GateResult(

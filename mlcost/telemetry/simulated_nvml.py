@@ -187,7 +187,7 @@ class SimulatedNVML:
     def _mem_total(self, handle: _Handle) -> int:
         if handle.mig is None:
             return int(self.mem_gb * 1e9)
-        return int(float(re.findall(r"([\d.]+)gb", self.mig[handle.mig])[0]) * 1e9)
+        return int(float(re.findall(r"\.(\d+)gb$", self.mig[handle.mig])[0]) * 1e9)
 
     def nvmlDeviceGetMemoryInfo(self, handle: _Handle, version: int | None = None) -> Any:
         self._check("nvmlDeviceGetMemoryInfo", handle)

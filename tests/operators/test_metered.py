@@ -91,7 +91,7 @@ def test_budget_breach_fails_at_first_try_despite_retries(dagfile, simulated_gpu
     assert result.tasks["burn"] == "failed" and result.tries["burn"] == 1  # retries=3, yet no retry
     assert (markers / "burn-started").exists() and not (markers / "burn-finished").exists()
     (step,) = _metered(result.run_key).values()
-    assert step.status == "breached" and step.breach.kind == "budget"
+    assert step.status == "breached" and step.breach.kind == "budget_usd"
     assert step.breach.policy == "budget_usd=0.002 on step 'burn'"
     assert step.total_usd >= 0.002
     cost = xcom(result, "burn", XCOM_COST_KEY)
@@ -103,7 +103,7 @@ def test_idle_timeout_fails_without_retry(dagfile, simulated_gpu, markers):
     result = run_dag(dagfile(FILE), "mlcost_t_idle")
     assert result.tasks["wait_for_data"] == "failed" and result.tries["wait_for_data"] == 1
     (step,) = _metered(result.run_key).values()
-    assert step.status == "breached" and step.breach.kind == "idle_timeout"
+    assert step.status == "breached" and step.breach.kind == "idle_timeout_s"
 
 
 def test_preflight_refusal_spends_no_time_in_the_body(dagfile, simulated_gpu, markers, isolated_mlcost, monkeypatch):

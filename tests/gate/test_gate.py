@@ -77,7 +77,7 @@ baseline = "tags.`mlcost.branch` = 'main'"
 
 
 def test_per_job_budget_breach_names_the_offending_runs(store, tmp_path):
-    limit = _between(store.costs["ok"], store.costs["slow"])
+    limit = _between(store.others("slow"), store.costs["slow"])
     rc, report = _gate(store, _policy(tmp_path, f"[budgets]\njob_usd = {limit}\n"))
     assert rc == 1
     assert _offenders(report, "budgets.job_usd") == set(store.ids["slow"])
@@ -119,7 +119,7 @@ def test_max_idle_fraction_breach(store, tmp_path):
 
 
 def test_per_model_ceiling_is_per_run_and_sums_the_steps_of_a_pipeline_run(store, tmp_path):
-    ranker_limit = _between(store.costs["ok"], store.costs["slow"])
+    ranker_limit = _between(store.others("slow"), store.costs["slow"])
     dag_total = sum(store.costs["dag"])
     embedder_limit = (max(store.costs["dag"]) + dag_total) / 2  # each step is under it, the run is over it
     policy = _policy(

@@ -113,7 +113,7 @@ def mlcost_demo() -> None:
     @task.metered(
         gpus=4,
         gpu_type="H100",
-        budget_usd=25.0,
+        budget_usd=60.0,  # 4 x H100 x 1 h at list price is ~$49: preflight lets it start
         max_duration="1h",
         idle_timeout="10m",
         interval=0.25,

@@ -81,6 +81,8 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
 
     args = _parse(argv_args)
     console = Console()
+    if not console.is_terminal:  # a pipe or a CI log: do not squeeze the table into 80 columns
+        console = Console(width=130)
     home = Path(getattr(args, "home", None) or tempfile.mkdtemp(prefix="mlcost-demo-")).resolve()
     home.mkdir(parents=True, exist_ok=True)
     try:
@@ -153,8 +155,7 @@ def _print_table(console: Any, result: Any, ledger_path: Path, simulated: bool) 
     for col, justify in (
         ("task", "left"),
         ("state", "left"),
-        ("metered", "left"),
-        ("GPUs", "left"),
+        ("GPUs (telemetry)", "left"),
         ("wall s", "right"),
         ("GPU-h", "right"),
         ("util", "right"),
@@ -164,19 +165,20 @@ def _print_table(console: Any, result: Any, ledger_path: Path, simulated: bool) 
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     total = idle = 0.0
-    for task_id, state in result.tasks.items():
+    order = sorted(result.tasks, key=lambda t: (steps[t].started_at if t in steps else "~", t))
+    for task_id in order:
+        state = result.tasks[task_id]
         s = steps.get(task_id)
         if s is None or s.source != "meter":
             wall = f"{s.duration_s:.1f}" if s is not None else ""
-            table.add_row(task_id, state, "no (listener)" if s is not None else "no", "", wall, "", "", "", "", "")
+            table.add_row(task_id, state, "not metered", wall, "", "", "", "", "")
             continue
         total += s.total_usd
         idle += s.idle_usd
         table.add_row(
             task_id,
             state,
-            s.telemetry,
-            f"{s.gpus}x {s.gpu_type or '?'}",
+            f"{s.gpus}x {s.gpu_type or '?'} ({s.telemetry})",
             f"{s.duration_s:.1f}",
             f"{s.gpu_hours:.4f}",
             "" if s.util_mean_pct is None else f"{s.util_mean_pct:.0f}%",
@@ -185,5 +187,5 @@ def _print_table(console: Any, result: Any, ledger_path: Path, simulated: bool) 
             f"${s.idle_usd:.4f}",
         )
     table.add_section()
-    table.add_row("total", "", "", "", "", "", "", "", f"${total:.4f}", f"${idle:.4f}")
+    table.add_row("total", "", "", "", "", "", "", f"${total:.4f}", f"${idle:.4f}")
     console.print(table)

@@ -22,7 +22,7 @@ from mlcost.operators.version_compat import (
     determine_kwargs,
 )
 
-from mlcost.errors import ConfigError, GuardrailBreached
+from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused
 from mlcost.names import ENV_MLFLOW_TRACKING_URI
 
 if TYPE_CHECKING:
@@ -55,7 +55,12 @@ def run_key_for(dag_id: str, run_id: str) -> str:
 def breach_message(task_id: str, e: GuardrailBreached) -> str:
     """What the task log and the UI show: which limit, what was spent or observed, who set it."""
     spent = e.spent_usd
-    observed = f"${spent:.4f} spent" if spent is not None else f"observed {e.observed}"
+    if isinstance(e, PreflightRefused):
+        observed = f"requested {e.observed}, refused before start, nothing spent"
+    elif spent is not None:
+        observed = f"${spent:.4f} spent"
+    else:
+        observed = f"observed {e.observed}"
     return f"mlcost guardrail {e.limit_name} on task {task_id!r}: {e} [limit {e.limit}, {observed}, policy: {e.policy}]"
 
 

@@ -13,6 +13,7 @@ mapping is exercised exactly as on a GPU. Values come from a :class:`~.traces.Tr
   device ``k`` drives the k-th MIG instance in parent-major order and the parent draws the sum of
   its instances' power; utilisation, power, energy, temperature and clocks are not supported on an
   instance handle, as on real hardware;
+- a device the trace does not mention reads as idle (0% util, 12% of board power);
 - from a device's loss time on (``lost`` or a trace ``event=lost`` row) every call raises
   ``NVMLError_GpuIsLost``.
 """
@@ -20,6 +21,7 @@ mapping is exercised exactly as on a GPU. Values come from a :class:`~.traces.Tr
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +32,8 @@ from typing import Any
 import pynvml
 
 from mlcost.telemetry.traces import GPU_SPECS, Trace, TraceRow
+
+log = logging.getLogger(__name__)
 
 NAMES = {
     "H100": "NVIDIA H100 80GB HBM3",
@@ -100,6 +104,10 @@ class SimulatedNVML:
         self._initialized = False
         self._ordinals = itertools.count()
         self._instances = {(g, j): next(self._ordinals) for g in range(devices) for j in range(len(mig or []))}
+        simulated = len(self._instances) if mig else devices
+        if unused := sorted(d for d in trace.rows if d >= simulated):
+            log.warning("mlcost: trace %s has rows for device(s) %s, but only %s are simulated; they are ignored",
+                        trace.source, unused, simulated)
 
     # plumbing -----------------------------------------------------------------------------------
     def _now(self) -> float:

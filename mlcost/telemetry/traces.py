@@ -118,7 +118,13 @@ def truth(trace: Trace, device: int, t0: float, t1: float, idle_threshold_pct: f
     energy = trace.integral(device, lambda r: r.power_w, t0, t1)
     idle = trace.integral(device, lambda r: float(r.util_pct < idle_threshold_pct), t0, t1)
     span = max(t1 - t0, 1e-12)
-    rows = [r for r in trace.rows.get(device, []) if t0 <= r.t_s <= t1] or [trace.row_at(device, t0)]
+    p = trace.period_s
+
+    def occurs(r: TraceRow) -> bool:  # does the row come into force inside (t0, t1]?
+        first = r.t_s if not p else r.t_s + math.ceil((t0 - r.t_s) / p) * p
+        return t0 < first <= t1
+
+    rows = [trace.row_at(device, t0), *(r for r in trace.rows.get(device, []) if occurs(r))]
     return TraceTruth(
         util_mean_pct=trace.integral(device, lambda r: r.util_pct, t0, t1) / span,
         power_mean_w=energy / span,

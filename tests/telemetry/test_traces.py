@@ -43,6 +43,7 @@ def test_truth_is_the_exact_step_function_integral(write_trace):
     assert t.energy_j == pytest.approx(0.5 * 500 + 120 + 400)
     assert t.util_mean_pct == pytest.approx((0.5 * 90 + 0 + 60) / 2.5)
     assert t.idle_seconds == pytest.approx(1.0) and t.mem_peak_gb == 50
+    assert truth(trace, 0, 0.5, 0.9).mem_peak_gb == 30  # the row in force at the window's start counts
 
 
 @pytest.mark.parametrize(("name", "low", "high"), [("busy", 90, 100), ("idle", 0, 0), ("bursty", 45, 50),

@@ -107,7 +107,8 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
     policy = home / "mlcost.toml"
     if not policy.exists():
         policy.write_text("# the demo's policy: no limits beyond the ones the DAG sets on its tasks\n")
-    simulated = not _nvml_available()
+    chosen = os.environ.get("MLCOST_GPU_BACKEND")  # the user's explicit choice wins over detection
+    simulated = chosen == "simulated" if chosen else not _nvml_available()
     os.environ.update(
         {
             "MLCOST_LEDGER": str(ledger_path),
@@ -117,10 +118,13 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
         }
     )
     if simulated:
-        os.environ.update({"MLCOST_GPU_BACKEND": "simulated", "MLCOST_SIM_TRACE": "bursty"})
+        os.environ["MLCOST_GPU_BACKEND"] = "simulated"
+        os.environ.setdefault("MLCOST_SIM_TRACE", "bursty")
+        why = "As chosen" if chosen else "No NVIDIA driver found"
         console.print(
-            "[bold yellow]No NVIDIA driver found: the GPUs in this demo are SIMULATED "
-            "(MLCOST_GPU_BACKEND=simulated, trace 'bursty'). Prices and arithmetic are real.[/bold yellow]"
+            f"[bold yellow]{why}: the GPUs in this demo are SIMULATED "
+            f"(MLCOST_GPU_BACKEND=simulated, trace {os.environ['MLCOST_SIM_TRACE']!r}). "
+            "Prices and arithmetic are real.[/bold yellow]"
         )
     console.print(f"mlcost demo: Airflow home, MLflow store and ledger in [bold]{home}[/bold]")
     log_path = home / "demo.log"

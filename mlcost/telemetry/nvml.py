@@ -22,6 +22,7 @@ from mlcost.errors import DeviceLost, TelemetryError
 from mlcost.telemetry import base
 from mlcost.telemetry.base import BackendStatus, DeviceInfo, DeviceReading
 from mlcost.telemetry.devices import Selected, enumerate_gpus, mig_profile_name, resolve_visible
+from mlcost.telemetry.gpm import GpmWindow
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class _Device:
     share: float = 1.0  # of the parent's power and energy
     gi_id: int | None = None
     caps: set[str] = field(default_factory=set)
-    gpm: list[Any] = field(default_factory=list)  # [previous sample, spare sample]
+    gpm: GpmWindow | None = None
     util_signal: str = base.UTIL_SIGNAL_NONE
     lost: str | None = None
 
@@ -197,9 +198,12 @@ class NvmlBackend:
                 dev.caps.add(cap)
         support = self._call(getattr(nvml, "nvmlGpmQueryDeviceSupport", None) or _absent("GPM"), p)
         if support is not None and support.isSupportedDevice:
-            dev.gpm = [self._call(nvml.nvmlGpmSampleAlloc) for _ in range(2)]
-            dev.caps |= {"gpm_sm", "gpm_tensor"}
-            self._gpm_sample(dev, dev.gpm[0])
+            try:
+                dev.gpm = GpmWindow(nvml, p, dev.gi_id)
+                dev.caps |= {"gpm_sm", "gpm_tensor"}
+            except nvml.NVMLError as e:
+                if _kind(e) == "lost":
+                    raise DeviceLost(f"device {dev.info.index} ({dev.info.uuid}) stopped answering GPM: {e}") from e
             sm, tensor = self._gpm_metrics(dev, probing=True)
             missing += [c for c, v in (("gpm_sm", sm), ("gpm_tensor", tensor)) if v is None]
             dev.caps -= set(missing)
@@ -209,40 +213,23 @@ class NvmlBackend:
             dev.caps.add(cap)
             self._drop(dev, cap, "not supported by this device or driver")
 
-    # GPM ------------------------------------------------------------------------------------------
-    def _gpm_sample(self, dev: _Device, sample: Any) -> None:
-        if dev.gi_id is not None:
-            self._nvml.nvmlGpmMigSampleGet(dev.parent, dev.gi_id, sample)
-        else:
-            self._nvml.nvmlGpmSampleGet(dev.parent, sample)
-
     def _gpm_metrics(self, dev: _Device, probing: bool = False) -> tuple[float | None, float | None]:
-        """SM and tensor activity between the previous sample and now (the spare becomes previous)."""
-        nvml = self._nvml
-        if not dev.caps & {"gpm_sm", "gpm_tensor"}:
+        if dev.gpm is None or not dev.caps & {"gpm_sm", "gpm_tensor"}:
             return None, None
         try:
-            previous, spare = dev.gpm
-            self._gpm_sample(dev, spare)
-            mg = nvml.c_nvmlGpmMetricsGet_t()
-            mg.version, mg.numMetrics, mg.sample1, mg.sample2 = nvml.NVML_GPM_METRICS_GET_VERSION, 2, previous, spare
-            mg.metrics[0].metricId = nvml.NVML_GPM_METRIC_SM_UTIL
-            mg.metrics[1].metricId = nvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL
-            nvml.nvmlGpmMetricsGet(mg)
-            dev.gpm = [spare, previous]
-        except (nvml.NVMLError, AttributeError) as e:
+            values = dev.gpm.read()
+        except (self._nvml.NVMLError, AttributeError) as e:
             if _kind(e) == "lost":
                 raise DeviceLost(f"device {dev.info.index} ({dev.info.uuid}) stopped answering GPM: {e}") from e
             if _kind(e) == "unsupported" and not probing:
                 self._drop(dev, "gpm_sm", f"GPM: {e}")
                 dev.caps.discard("gpm_tensor")
             return None, None
-        values = [m.value if m.nvmlReturn == nvml.NVML_SUCCESS else None for m in mg.metrics[:2]]
         if not probing:
             for cap, v in zip(("gpm_sm", "gpm_tensor"), values, strict=True):
                 if v is None and cap in dev.caps:
                     self._drop(dev, cap, "GPM metric not supported")
-        return values[0], values[1]
+        return values
 
     def _update_signals(self) -> None:
         for dev in self._devices.values():
@@ -287,12 +274,12 @@ class NvmlBackend:
         if nvml is None:
             return
         for dev in self._devices.values():
-            for sample in dev.gpm:
+            if dev.gpm is not None:
                 try:
-                    nvml.nvmlGpmSampleFree(sample)
+                    dev.gpm.free()
                 except Exception as e:  # closing must never fail the step
-                    log.debug("mlcost: freeing a GPM sample failed: %s", e)
-            dev.gpm = []
+                    log.debug("mlcost: freeing GPM samples failed: %s", e)
+                dev.gpm = None
         try:
             nvml.nvmlShutdown()
         except Exception as e:

@@ -329,17 +329,19 @@ class Meter:
             return self.cost
 
     def _mlflow_enabled(self) -> bool:
-        """MLflow is used when configured: a tracking URI, a run to log into, or an active run of
-        the user's (only checked when mlflow is already imported: we never import it to find out)."""
-        if os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_run_id:
+        """MLflow is used when configured: a run to log into, an active run of the user's (only
+        looked for when mlflow is already imported: we never import it to find out), or a
+        tracking URI. An active run wins over a new one, so cost lands on the training run."""
+        if self.mlflow_run_id:
             return True
         import sys
 
         mlflow = sys.modules.get("mlflow")
-        if mlflow is not None and getattr(mlflow, "active_run", None) and mlflow.active_run() is not None:
-            self.mlflow_run_id = self.mlflow_run_id or mlflow.active_run().info.run_id
+        active = mlflow.active_run() if mlflow is not None and hasattr(mlflow, "active_run") else None
+        if active is not None:
+            self.mlflow_run_id = active.info.run_id
             return True
-        return False
+        return bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
     def _write_ledger(self, step: StepCost, series: dict[str, Any] | None = None) -> None:
         try:

@@ -3,6 +3,8 @@ developer's shell (tracking URI, CI variables, a GPU backend choice) leaks in.""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 _LEAKY = (
@@ -35,7 +37,12 @@ def isolated_mlcost(tmp_path_factory, monkeypatch):
     policy.write_text("")
     monkeypatch.setenv("MLCOST_POLICY", str(policy))
     monkeypatch.setenv("MLCOST_LEDGER", str(home / "ledger.db"))
-    return home
+    yield home
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:  # a test's mlflow.set_tracking_uri() must not leak into the next test
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture

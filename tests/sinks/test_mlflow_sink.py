@@ -1,0 +1,102 @@
+"""The MLflow sink against a real MLflow tracking store (SQLite file)."""
+
+import socket
+
+import pytest
+
+from mlcost import meter, names
+from mlcost.sinks.ledger import Ledger
+from mlcost.sync import sync
+
+STEP_METRICS = {"cost_usd", "idle_cost_usd", "energy_kwh", "gpu_hours", "gpu_util_mean_pct",
+                "gpu_mem_peak_gb", "gpu_idle_fraction"}
+
+
+def _client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _runs(uri, experiment="mlcost"):
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_step_logs_documented_metrics_tags_and_series(mlflow_uri, simulated_gpu):
+    simulated_gpu("busy", gpu="H100", devices=2)
+    with meter("train", gpu_type="H100", interval=0.02,
+               tags={"team": "search", "project": "p1", "model": "ranker", "workload": "training"}) as m:
+        import time
+
+        time.sleep(0.3)
+    (run,) = _runs(mlflow_uri)
+    assert run.info.run_id == m.cost.mlflow_run_id and run.info.status == "FINISHED"
+    assert set(run.data.metrics) >= STEP_METRICS
+    assert run.data.metrics["cost_usd"] == pytest.approx(m.cost.total_usd)
+    tags = run.data.tags
+    for key, value in {"mlcost.team": "search", "mlcost.project": "p1", "mlcost.model": "ranker",
+                       "mlcost.workload": "training", "mlcost.gpu_type": "H100", "mlcost.pricing": "on_demand",
+                       "mlcost.telemetry": "simulated", "mlcost.step_id": m.cost.step_id}.items():
+        assert tags[key] == value
+    client = _client(mlflow_uri)
+    for device in (0, 1):
+        for quantity in names.SERIES_QUANTITIES:
+            history = client.get_metric_history(run.info.run_id, f"gpu/{device}/{quantity}")
+            assert 2 <= len(history) <= names.MAX_SERIES_POINTS
+
+
+def test_logging_into_the_callers_active_run(mlflow_uri, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLCOST_GPU_BACKEND", "none")
+    mlflow.set_tracking_uri(mlflow_uri)
+    with mlflow.start_run() as run, meter("train", gpus=1, gpu_type="L4", interval=0.02):
+        pass
+    data = _client(mlflow_uri).get_run(run.info.run_id).data
+    assert "cost_usd" in data.metrics and data.tags["mlcost.telemetry"] == "none"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_server_down_then_sync_logs_each_step_exactly_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCOST_GPU_BACKEND", "none")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
+    costs = []
+    for i in range(3):
+        with meter(f"step-{i}", gpus=1, gpu_type="T4", interval=0.02, mlflow_timeout_s=0.5) as m:
+            pass
+        costs.append(m.cost)
+    assert all(c.status == "succeeded" and c.mlflow_run_id is None for c in costs)  # the steps still succeeded
+    ledger = Ledger()
+    assert len(ledger.unsynced("mlflow")) == 3
+
+    uri = f"sqlite:///{tmp_path / 'recovered.db'}"
+    first = sync(ledger, tracking_uri=uri)
+    second = sync(ledger, tracking_uri=uri)
+    assert len(first.synced) == 3 and not first.failed and second.synced == []
+    runs = _runs(uri)
+    assert sorted(r.data.tags["mlcost.step_id"] for r in runs) == sorted(c.step_id for c in costs)
+    for run in runs:  # each metric once, not twice
+        assert len(_client(uri).get_metric_history(run.info.run_id, "cost_usd")) == 1
+
+
+def test_sync_is_idempotent_even_when_the_ledger_forgot_what_it_synced(tmp_path, monkeypatch):
+    """A crash between the MLflow write and the ledger's note must not double-count."""
+    monkeypatch.setenv("MLCOST_GPU_BACKEND", "none")
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with meter("once", gpus=1, gpu_type="T4", interval=0.02) as m:
+        pass
+    ledger = Ledger()
+    with ledger.connect() as conn:
+        conn.execute("DELETE FROM synced")
+    result = sync(ledger, tracking_uri=uri)
+    assert result.synced == [m.cost.step_id]
+    (run,) = _runs(uri)
+    assert len(_client(uri).get_metric_history(run.info.run_id, "cost_usd")) == 1

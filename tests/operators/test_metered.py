@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import pytest
@@ -138,3 +140,21 @@ def test_execution_timeout_still_records_the_step(dagfile, simulated_gpu):
     (step,) = _metered(result.run_key).values()
     assert step.status in {"killed", "failed"} and step.ended_at is not None
     assert 1.5 < step.duration_s < 10
+
+
+def test_mlflow_tracking_uri_from_an_airflow_connection(dagfile, simulated_gpu, tmp_path, monkeypatch):
+    simulated_gpu("busy", gpu="L4")
+    uri = f"sqlite:///{tmp_path / 'from-connection.db'}"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLCOST_MLFLOW", json.dumps({"conn_type": "mlflow", "extra": {"tracking_uri": uri}})
+    )
+    result = run_dag(dagfile(FILE), "mlcost_t_conn")
+    assert result.state == "success", result.tasks
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # exported for the task only, then put back
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("mlcost")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlcost.run_key` = '{result.run_key}'")
+    assert sorted(r.data.tags.get("mlcost.kind", "step") for r in runs) == ["dag_run", "step"]

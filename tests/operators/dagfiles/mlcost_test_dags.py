@@ -109,3 +109,12 @@ with DAG("mlcost_t_timeout", schedule=None, start_date=START, catchup=False) as 
         _spin(60)
 
     hangs()
+
+
+with DAG("mlcost_t_conn", schedule=None, start_date=START, catchup=False) as conn:
+
+    @task.metered(gpus=1, gpu_type="L4", interval=0.1, mlflow_conn_id="mlcost_mlflow", tags=TAGS)
+    def logged_via_connection() -> None:
+        _spin(0.2)
+
+    logged_via_connection()

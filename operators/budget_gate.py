@@ -162,6 +162,7 @@ class BudgetGateOperator(BaseOperator):
         for warning in self._warnings(spend, policy):
             log.warning("mlcost: %s", warning)
         result = {**spend.as_dict(), "breaches": breaches}
+        self._close_mlflow_parent(run_key, failed=bool(breaches))
         if breaches:
             raise AirflowFailException(
                 f"mlcost budget gate: DAG run {ti.dag_id}/{ti.run_id} "
@@ -170,6 +171,27 @@ class BudgetGateOperator(BaseOperator):
             )
         log.info("mlcost: within budget; costliest tasks: %s", costliest)
         return result
+
+    def _close_mlflow_parent(self, run_key: str, *, failed: bool) -> None:
+        """The gate is the DAG run's last word: sum the task runs onto the DAG run's MLflow run and end
+        it (FINISHED, or FAILED when the gate fails). Best effort: MLflow never decides the gate."""
+        from mlcost.operators.hooks.mlflow_runs import MlflowRunsHook
+
+        hook = MlflowRunsHook(tracking_uri=self.mlflow_tracking_uri)
+        try:
+            uri = hook.tracking_uri()
+            if not uri:
+                return
+            client = hook.get_conn()
+            exp = client.get_experiment_by_name(hook.experiment_name(self.experiment))
+            parents = hook._parents(client, exp.experiment_id, run_key) if exp else []
+            if not parents:
+                return
+            parent_id = parents[0].info.run_id
+            client.set_tag(parent_id, "mlcost.gate", "failed" if failed else "passed")
+            hook.update_parent_totals(parent_id, run_key, final_status="FAILED" if failed else "FINISHED")
+        except Exception as e:
+            log.warning("mlcost: could not close the DAG run's MLflow run: %s", e)
 
     def _breaches(self, spend: RunSpend, policy: Any) -> list[str]:
         found = []

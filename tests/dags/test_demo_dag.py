@@ -20,7 +20,7 @@ def demo_dag(airflow_db) -> Path:
     return install_dag(demo_dag_file(), airflow_db)
 
 
-def test_demo_dag_runs_and_every_task_is_recorded(demo_dag, simulated_gpu):
+def test_demo_dag_runs_and_every_task_is_recorded(demo_dag, simulated_gpu, mlflow_uri):
     simulated_gpu("bursty", gpu="H100")
     result = run_dag(demo_dag, "mlcost_demo", conf={"train_seconds": 1.0})
     assert result.state == "success", result.tasks
@@ -38,6 +38,14 @@ def test_demo_dag_runs_and_every_task_is_recorded(demo_dag, simulated_gpu):
     gate = xcom(result, "budget_gate")
     assert gate["total_usd"] == pytest.approx(sum(steps[t].total_usd for t in metered), abs=1e-6)
     assert xcom(result, "train_small", XCOM_COST_KEY)["tags"]["model"] == "ranker-small"
+    # MLflow: the gate closed the DAG run's run with the run total
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("mlcost")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`mlcost.kind` = 'dag_run'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["mlcost.gate"] == "passed"
+    assert parent.data.metrics["cost_usd"] == pytest.approx(gate["total_usd"], abs=1e-6)
 
 
 def test_bad_data_fails_before_any_gpu_money_is_spent(demo_dag, simulated_gpu):

@@ -1,0 +1,109 @@
+"""CPU time per sample: mlcost's sampler next to MLflow's system-metrics monitor, in one run.
+
+Both read the same simulated device set (8 x H100 on the simulated NVML: MLflow's GPU monitor is
+pointed at the same stand-in for ``pynvml``), at the same interval, for the same wall time; both also
+sample the host (MLflow: CPU, memory, disk, network; mlcost: the job's process tree). The main thread
+sleeps meanwhile, so the process's CPU time is the sampler's. Prints CPU per sample for each, the
+ratio, and mlcost's share of one core at 10 Hz.
+
+    python benchmarks/sampler_overhead.py [--seconds 10] [--devices 8] [--interval 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def _simulated_nvml(devices: int):
+    from mlcost.telemetry.simulated_nvml import SimulatedNVML
+    from mlcost.telemetry.traces import load_trace
+
+    return SimulatedNVML(load_trace("busy", gpu_type="H100", devices=devices), gpu_type="H100", devices=devices)
+
+
+def _cpu_during(seconds: float) -> float:
+    before = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - before
+
+
+def measure_mlcost(devices: int, interval: float, seconds: float) -> tuple[float, int]:
+    """The full meter: NVML backend over the stand-in, host sampler, live guardrails each sample."""
+    from mlcost.meter import Meter
+    from mlcost.telemetry.nvml import NvmlBackend
+
+    backend = NvmlBackend(nvml=_simulated_nvml(devices), telemetry="simulated")
+    with tempfile.TemporaryDirectory() as tmp:
+        m = Meter(
+            "bench",
+            gpu_type="H100",
+            budget_usd=1e9,
+            idle_timeout="1h",
+            max_duration="1h",
+            interval=interval,
+            backend=backend,
+            ledger=os.path.join(tmp, "ledger.db"),
+        )
+        with m:
+            cpu = _cpu_during(seconds)
+    return cpu, m.cost.samples
+
+
+def measure_mlflow(devices: int, interval: float, seconds: float) -> tuple[float, int]:
+    """MLflow's own monitor, logging every sample to a SQLite tracking store (its default: one
+    sample per log)."""
+    import mlflow
+    import mlflow.system_metrics.metrics.gpu_monitor as gpu_monitor
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    from mlflow.tracking import MlflowClient
+
+    gpu_monitor.pynvml = _simulated_nvml(devices)  # the same stand-in, where MLflow imports pynvml
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        run = client.create_run(client.create_experiment("bench"))
+        monitor = SystemMetricsMonitor(
+            run.info.run_id, sampling_interval=interval, samples_before_logging=1, tracking_uri=uri
+        )
+        assert any(type(m).__name__ == "GPUMonitor" for m in monitor.monitors), "MLflow found no GPU"
+        monitor.start()
+        cpu = _cpu_during(seconds)
+        monitor.finish()
+        samples = len(client.get_metric_history(run.info.run_id, "system/gpu_0_utilization_percentage"))
+    return cpu, samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--interval", type=float, default=0.1)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+
+    import mlflow  # noqa: F401 - imported before measuring, so neither side pays for it
+
+    idle = _cpu_during(1.0)
+    ours_cpu, ours_samples = measure_mlcost(args.devices, args.interval, args.seconds)
+    theirs_cpu, theirs_samples = measure_mlflow(args.devices, args.interval, args.seconds)
+    ours = ours_cpu / ours_samples
+    theirs = theirs_cpu / theirs_samples
+    print(
+        f"devices: {args.devices} simulated H100, interval {args.interval}s, {args.seconds}s each "
+        f"(idle process: {idle * 1e3:.2f} ms CPU/s)"
+    )
+    print(f"mlcost sampler : {ours * 1e6:9.1f} us CPU per sample ({ours_samples} samples)")
+    print(f"MLflow monitor : {theirs * 1e6:9.1f} us CPU per sample ({theirs_samples} samples)")
+    print(f"ratio          : {theirs / ours:9.1f}x less CPU per sample for mlcost (target >= 100x)")
+    print(f"mlcost at 10 Hz: {ours * 10 * 100:9.3f}% of one core on {args.devices} devices (target < 1%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -110,6 +110,8 @@ class Meter:
             self.catalog.canonical(gpu_type)  # an unknown type is an error before anything starts
         self._backend = backend
         self.run_key, self.context = run_key, dict(context or {})
+        if nodes is not None:
+            self.context.setdefault("nodes", str(nodes))  # the gate's max_nodes policy reads it
         self.experiment, self.mlflow_run_id, self.mlflow_parent_run_id = experiment, mlflow_run_id, mlflow_parent_run_id
         self.mlflow_timeout_s = mlflow_timeout_s
         self.step_id = uuid.uuid4().hex

@@ -58,6 +58,8 @@ def step_tags(step: StepCost) -> dict[str, str]:
             "mlcost.gpus": str(step.gpus),
         }
     )
+    if "nodes" in step.context:
+        tags["mlcost.nodes"] = step.context["nodes"]
     if step.gpu_type:
         tags[names.TAG_GPU_TYPE] = step.gpu_type
     if step.simulated:

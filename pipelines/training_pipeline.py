@@ -55,7 +55,7 @@ def train_small(rows: int, seconds: float, model: Output[Model]) -> float:
     gpus=2,
     gpu_type="H100",
     budget_usd=5.0,
-    max_duration="1h",
+    max_duration="10m",
     idle_timeout="10m",
     tags={**TAGS, "model": "ranker-large"},
     interval=0.05,

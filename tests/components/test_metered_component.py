@@ -1,0 +1,45 @@
+"""metered_component and budget_gate run for real under kfp.local (SubprocessRunner, no venv)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from mlcost.sinks.ledger import Ledger
+
+PIPELINE = Path(__file__).resolve().parents[2] / "pipelines" / "training_pipeline.py"
+
+
+@pytest.fixture
+def example(tmp_path, monkeypatch, simulated_gpu):
+    import kfp.local
+
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    spec = importlib.util.spec_from_file_location("training_pipeline", PIPELINE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_pipeline_runs_and_the_meter_ran_inside_each_component(example):
+    task = example.training_pipeline(train_seconds=0.5)
+    assert task.outputs["Output"] == "large"
+    steps = {s.name: s for s in Ledger().steps()}  # written by the component processes
+    assert set(steps) == {"train_small", "train_large"}
+    assert steps["train_large"].gpus == 2 and steps["train_large"].gpu_type == "H100"
+    assert steps["train_small"].simulated and steps["train_small"].status == "succeeded"
+
+
+def test_a_metered_component_returns_its_value_and_metrics(example):
+    task = example.train_small(rows=5000, seconds=0.2)
+    metrics = task.outputs["mlcost_metrics"].metadata
+    assert task.outputs["Output"] == pytest.approx(0.81)
+    (step,) = Ledger().steps()
+    assert metrics["cost_usd"] == pytest.approx(step.total_usd)
+    assert metrics["gpu_hours"] == pytest.approx(step.gpu_hours)
+
+
+def test_the_gate_fails_a_pipeline_over_budget(example):
+    with pytest.raises(RuntimeError, match="mlcost-budget-gate"):
+        example.training_pipeline(train_seconds=0.2, run_budget_usd=1e-9)
+

@@ -43,3 +43,21 @@ def test_the_gate_fails_a_pipeline_over_budget(example):
     with pytest.raises(RuntimeError, match="mlcost-budget-gate"):
         example.training_pipeline(train_seconds=0.2, run_budget_usd=1e-9)
 
+
+
+def test_a_component_over_its_live_budget_fails_the_run_naming_the_budget(example, capfd):
+    from mlcost.components import metered_component
+
+    @metered_component(gpus=8, gpu_type="H100", budget_usd=0.001, interval=0.05, base_image="python:3.11")
+    def burn(seconds: float) -> str:
+        import time
+
+        time.sleep(seconds)
+        return "finished"
+
+    with pytest.raises(RuntimeError, match="burn"):
+        burn(seconds=30.0)
+    output = capfd.readouterr()
+    assert "BudgetExceeded" in output.out + output.err and "budget of $0.0010" in output.out + output.err
+    (step,) = Ledger().steps()
+    assert step.status == "breached" and step.duration_s < 5

@@ -6,6 +6,10 @@ sample the host (MLflow: CPU, memory, disk, network; mlcost: the job's process t
 sleeps meanwhile, so the process's CPU time is the sampler's. Prints CPU per sample for each, the
 ratio, and mlcost's share of one core at 10 Hz.
 
+It also prints a floor measured the same way: a bare thread that wakes at the interval and makes
+two raw NVML calls per device (utilisation, power), with no bookkeeping at all. No sampler of
+these devices can cost less than that, so it says how much of mlcost's figure is mlcost's own.
+
     python benchmarks/sampler_overhead.py [--seconds 10] [--devices 8] [--interval 0.1]
 """
 
@@ -15,6 +19,7 @@ import argparse
 import logging
 import os
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -31,6 +36,33 @@ def _cpu_during(seconds: float) -> float:
     before = time.process_time()
     time.sleep(seconds)
     return time.process_time() - before
+
+
+def measure_floor(devices: int, interval: float, seconds: float) -> tuple[float, int]:
+    """A bare thread: wake, read util and power of each device, sleep. Nothing is kept."""
+    nvml = _simulated_nvml(devices)
+    nvml.nvmlInit()
+    handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(devices)]
+    running = threading.Lock()
+    running.acquire()
+    samples = 0
+
+    def loop() -> None:
+        nonlocal samples
+        next_t = time.monotonic() + interval
+        while not running.acquire(timeout=max(0.0, next_t - time.monotonic())):
+            next_t += interval
+            for h in handles:
+                nvml.nvmlDeviceGetUtilizationRates(h)
+                nvml.nvmlDeviceGetPowerUsage(h)
+            samples += 1
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    cpu = _cpu_during(seconds)
+    running.release()
+    thread.join()
+    return cpu, samples
 
 
 def measure_mlcost(devices: int, interval: float, seconds: float) -> tuple[float, int]:
@@ -91,6 +123,7 @@ def main() -> None:
     import mlflow  # noqa: F401 - imported before measuring, so neither side pays for it
 
     idle = _cpu_during(1.0)
+    floor_cpu, floor_samples = measure_floor(args.devices, args.interval, args.seconds)
     ours_cpu, ours_samples = measure_mlcost(args.devices, args.interval, args.seconds)
     theirs_cpu, theirs_samples = measure_mlflow(args.devices, args.interval, args.seconds)
     ours = ours_cpu / ours_samples
@@ -99,6 +132,8 @@ def main() -> None:
         f"devices: {args.devices} simulated H100, interval {args.interval}s, {args.seconds}s each "
         f"(idle process: {idle * 1e3:.2f} ms CPU/s)"
     )
+    print(f"floor          : {floor_cpu / floor_samples * 1e6:9.1f} us CPU per sample "
+          f"(a bare thread reading util and power of each device, nothing else)")
     print(f"mlcost sampler : {ours * 1e6:9.1f} us CPU per sample ({ours_samples} samples)")
     print(f"MLflow monitor : {theirs * 1e6:9.1f} us CPU per sample ({theirs_samples} samples)")
     print(f"ratio          : {theirs / ours:9.1f}x less CPU per sample for mlcost (target >= 100x)")

@@ -7,6 +7,7 @@ can say who set it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mlcost.durations import format_duration, parse_duration
@@ -35,6 +36,14 @@ class StepLimits:
     max_duration_s: Limit | None
     idle_timeout_s: Limit | None
     idle_threshold_pct: float
+
+    def spend_deadline_s(self, gpus: int, gpu_hour_usd: float | None) -> float:
+        """Elapsed seconds from which the budget or the max duration can be breached. Spend grows
+        only with time, so before this the live check has only the idle timeout to watch."""
+        deadline = math.inf if self.max_duration_s is None else self.max_duration_s.value
+        if self.budget_usd is not None and gpus and gpu_hour_usd:
+            deadline = min(deadline, self.budget_usd.value * 3600.0 / (gpus * gpu_hour_usd))
+        return deadline
 
     @classmethod
     def resolve(

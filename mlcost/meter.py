@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 import uuid
@@ -125,6 +126,7 @@ class Meter:
         self._exiting = False
         self._interrupts_sent = 0
         self._last_checkpoint = self._last_flush = 0.0
+        self._spend_deadline_s = math.inf  # elapsed seconds before which budget and duration cannot breach
 
     # public while running ---------------------------------------------------------------------
     @property
@@ -179,6 +181,7 @@ class Meter:
             policy=self.policy,
             nodes=self.nodes,
         )
+        self._spend_deadline_s = self.limits.spend_deadline_s(self.gpus, self._unit_price)
         self._started_at = _now()
         self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
         self._interrupter = Interrupter()
@@ -225,16 +228,21 @@ class Meter:
     def _on_sample(self, sampler: Sampler) -> None:
         """On the sampler thread after each sample: live guardrails, checkpoints, periodic flush."""
         if self.breach is None and not self._exiting:
-            breach = check_live(
-                self.name,
-                self.limits,
-                elapsed_s=sampler.elapsed_s,
-                spent_usd=self.cost_so_far(),
-                idle_for_s=sampler.idle_for_s(),
-            )
-            if breach is not None:
-                self.breach = breach
-                log.error("mlcost: %s", breach)
+            idle_limit = self.limits.idle_timeout_s
+            idle_for = sampler.idle_for_s() if idle_limit is not None else None
+            if sampler.last_t - sampler.start_t >= self._spend_deadline_s or (
+                idle_for is not None and idle_for > idle_limit.value
+            ):
+                breach = check_live(
+                    self.name,
+                    self.limits,
+                    elapsed_s=sampler.elapsed_s,
+                    spent_usd=self.cost_so_far(),
+                    idle_for_s=idle_for,
+                )
+                if breach is not None:
+                    self.breach = breach
+                    log.error("mlcost: %s", breach)
         if self.breach is not None and not self._exiting and self._interrupts_sent < 3:
             self._interrupts_sent += 1  # resent (at most 3x) in case the body swallowed the first
             self._interrupter.interrupt()

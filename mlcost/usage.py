@@ -35,6 +35,8 @@ class DeviceUsage(BaseModel):
     energy_method: str = "none"
     power_integrated_kwh: float | None = None  # kept beside the counter's figure as a cross-check
     idle_seconds: float = 0.0  # seconds with util below the idle threshold
+    temperature_peak_c: float | None = None
+    sm_clock_mean_mhz: float | None = None  # well under the boost clock while busy: throttled (heat, power cap)
     lost_at_s: float | None = None  # seconds after start when the device stopped answering
 
 

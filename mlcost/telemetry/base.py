@@ -72,14 +72,17 @@ class GpuBackend(Protocol):
 
     ``open`` probes capabilities once per device; ``read`` must be cheap (no I/O beyond the driver)
     and raises ``mlcost.errors.DeviceLost`` when a device stops answering. Calls that a device does
-    not support are dropped after one warning, never retried every sample.
+    not support are dropped after one warning, never retried every sample. ``slow=False`` asks
+    for the per-sample signals only (the util signal and power), leaving the slow ones (memory,
+    energy counter, temperature, clocks, NVML util beside GPM) ``None``: the Sampler reads those
+    about once a second.
     """
 
     status: BackendStatus
 
     def open(self) -> list[DeviceInfo]: ...
 
-    def read(self, device: DeviceInfo) -> DeviceReading: ...
+    def read(self, device: DeviceInfo, *, slow: bool = True) -> DeviceReading: ...
 
     def close(self) -> None: ...
 
@@ -97,7 +100,7 @@ class NullBackend:
     def open(self) -> list[DeviceInfo]:
         return []
 
-    def read(self, device: DeviceInfo) -> DeviceReading:  # pragma: no cover - never called: no devices
+    def read(self, device: DeviceInfo, *, slow: bool = True) -> DeviceReading:  # pragma: no cover - no devices
         return DeviceReading()
 
     def close(self) -> None:

@@ -20,6 +20,9 @@ class GpmWindow:
         self._nvml, self._parent, self._gi = nvml, parent, gpu_instance_id
         self._samples = [nvml.nvmlGpmSampleAlloc(), nvml.nvmlGpmSampleAlloc()]
         self._take(self._samples[0])
+        # one request struct for the window's life: building a ctypes struct per read is most of a read
+        self._request = request = nvml.c_nvmlGpmMetricsGet_t()
+        request.version, request.numMetrics = nvml.NVML_GPM_METRICS_GET_VERSION, 2
 
     def _take(self, sample: Any) -> None:
         if self._gi is not None:
@@ -33,14 +36,17 @@ class GpmWindow:
         nvml = self._nvml
         previous, spare = self._samples
         self._take(spare)
-        mg = nvml.c_nvmlGpmMetricsGet_t()
-        mg.version, mg.numMetrics, mg.sample1, mg.sample2 = nvml.NVML_GPM_METRICS_GET_VERSION, 2, previous, spare
+        mg = self._request
+        mg.sample1, mg.sample2 = previous, spare
         mg.metrics[0].metricId = nvml.NVML_GPM_METRIC_SM_UTIL
         mg.metrics[1].metricId = nvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL
         nvml.nvmlGpmMetricsGet(mg)
         self._samples = [spare, previous]
-        sm, tensor = (float(m.value) if m.nvmlReturn == nvml.NVML_SUCCESS else None for m in mg.metrics[:2])
-        return sm, tensor
+        sm, tensor, ok = mg.metrics[0], mg.metrics[1], nvml.NVML_SUCCESS
+        return (
+            float(sm.value) if sm.nvmlReturn == ok else None,
+            float(tensor.value) if tensor.nvmlReturn == ok else None,
+        )
 
     def free(self) -> None:
         samples, self._samples = self._samples, []

@@ -2,8 +2,10 @@
 
 CPU is the job's process *and its children* (DataLoader workers, tokenizer pools), in percent of
 one core like ``top`` (400% = four busy cores), so a data-starved GPU step can be told apart from
-one whose input pipeline is saturating the host. Listing children walks /proc, so the list is
-refreshed only every ``refresh_every`` reads; the per-read cost is one ``cpu_times`` and one
+one whose input pipeline is saturating the host. Listing children walks all of /proc (2 ms on
+a quiet container, far more on a busy node), so the list is refreshed only every
+``refresh_every`` reads (30: half a minute at the Sampler's once-a-second host cadence; a worker
+is counted from the refresh that finds it); the per-read cost is one ``cpu_times`` and one
 ``memory_info`` per known process. RSS is summed over the tree, so pages shared by forked workers
 count more than once: it is an upper bound, cheaper than PSS.
 """
@@ -29,7 +31,7 @@ class HostReading:
 class HostSampler:
     """Reads the process tree rooted at ``pid`` (default: this process)."""
 
-    def __init__(self, pid: int | None = None, *, refresh_every: int = 10,
+    def __init__(self, pid: int | None = None, *, refresh_every: int = 30,
                  clock: Callable[[], float] = time.monotonic) -> None:
         import psutil  # lazy: cheap import of mlcost
 

@@ -101,8 +101,7 @@ class NvmlBackend:
             raise (DeviceLost if kind == "lost" else TelemetryError)(f"{getattr(fn, '__name__', fn)}: {e}") from e
 
     def _read(self, dev: _Device, cap: str, fn_name: str, *args: Any) -> Any:
-        if cap not in dev.caps:
-            return None
+        """One per-sample reading (the caller checked ``cap``); vendor errors mapped as in :func:`_kind`."""
         try:
             return getattr(self._nvml, fn_name)(*args)
         except (self._nvml.NVMLError, AttributeError) as e:
@@ -247,27 +246,45 @@ class NvmlBackend:
             self.status.energy_method = base.ENERGY_NONE
 
     # reading --------------------------------------------------------------------------------------
-    def read(self, device: DeviceInfo) -> DeviceReading:
+    def read(self, device: DeviceInfo, *, slow: bool = True) -> DeviceReading:
         dev = self._devices[device.index]
         if dev.lost:
             raise DeviceLost(dev.lost)
-        nvml, h, p, share = self._nvml, dev.handle, dev.parent, dev.share
+        h, p, share, caps = dev.handle, dev.parent, dev.share, dev.caps
         r = DeviceReading()
-        if (u := self._read(dev, "util", "nvmlDeviceGetUtilizationRates", h)) is not None:
+        gpm_primary = dev.util_signal == base.UTIL_SIGNAL_GPM_SM
+        # NVML's util is itself a trailing-window average: beside GPM it is a cross-check, read slowly
+        if (slow or not gpm_primary) and "util" in caps and (
+            u := self._read(dev, "util", "nvmlDeviceGetUtilizationRates", h)
+        ) is not None:
             r.nvml_util_pct = float(u.gpu)
-        r.sm_active_pct, r.tensor_active_pct = self._gpm_metrics(dev)
-        r.util_pct = r.sm_active_pct if dev.util_signal == base.UTIL_SIGNAL_GPM_SM else r.nvml_util_pct
-        if (m := self._read(dev, "memory", "nvmlDeviceGetMemoryInfo", h)) is not None:
-            r.mem_used_gb = m.used / 1e9
-        if (mw := self._read(dev, "power", "nvmlDeviceGetPowerUsage", p)) is not None:
+        if dev.gpm is not None:
+            r.sm_active_pct, r.tensor_active_pct = self._gpm_metrics(dev)
+        r.util_pct = r.sm_active_pct if gpm_primary else r.nvml_util_pct
+        # every sample even beside an energy counter: it is the energy where the counter is missing,
+        # and the integration is kept as the counter's cross-check
+        if "power" in caps and (mw := self._read(dev, "power", "nvmlDeviceGetPowerUsage", p)) is not None:
             r.power_w = mw / 1000 * share
-        if (mj := self._read(dev, "energy", "nvmlDeviceGetTotalEnergyConsumption", p)) is not None:
-            r.energy_mj = mj * share
-        if (c := self._read(dev, "temperature", "nvmlDeviceGetTemperature", p, nvml.NVML_TEMPERATURE_GPU)) is not None:
-            r.temperature_c = float(c)
-        if (mhz := self._read(dev, "sm_clock", "nvmlDeviceGetClockInfo", p, nvml.NVML_CLOCK_SM)) is not None:
-            r.sm_clock_mhz = float(mhz)
+        if slow:
+            self._read_slow(dev, r)
         return r
+
+    def _read_slow(self, dev: _Device, r: DeviceReading) -> None:
+        """Signals that a once-a-second read loses nothing of: counters, and memory, which is what
+        the CUDA caching allocator has reserved (it grows in steps and is held, not freed per batch)."""
+        nvml, p, caps = self._nvml, dev.parent, dev.caps
+        if "memory" in caps and (m := self._read(dev, "memory", "nvmlDeviceGetMemoryInfo", dev.handle)) is not None:
+            r.mem_used_gb = m.used / 1e9
+        if "energy" in caps and (mj := self._read(dev, "energy", "nvmlDeviceGetTotalEnergyConsumption", p)) is not None:
+            r.energy_mj = mj * dev.share
+        if "temperature" in caps and (
+            c := self._read(dev, "temperature", "nvmlDeviceGetTemperature", p, nvml.NVML_TEMPERATURE_GPU)
+        ) is not None:
+            r.temperature_c = float(c)
+        if "sm_clock" in caps and (
+            mhz := self._read(dev, "sm_clock", "nvmlDeviceGetClockInfo", p, nvml.NVML_CLOCK_SM)
+        ) is not None:
+            r.sm_clock_mhz = float(mhz)
 
     def close(self) -> None:
         nvml = self._nvml

@@ -8,6 +8,7 @@ downsampled (bucket means, at most ``MAX_SERIES_POINTS`` per series).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 
 _MJ_PER_KWH = 3.6e9
 _J_PER_KWH = 3.6e6
+# Slow signals are read at most this often, and always on the first and the last sample: the
+# energy counter only needs its ends (a device lost mid-step loses at most this much of it),
+# memory is the caching allocator's reservation (held, not freed per batch), temperature and
+# clocks change over seconds, and the host's process tree costs more to read than all GPUs.
+SLOW_EVERY_S = 1.0
 
 
 class BoundedSeries:
@@ -70,7 +76,11 @@ class BoundedSeries:
 
 
 class _DeviceAccumulator:
-    """Exact, time-weighted aggregates of one device (trapezoid rule between readings)."""
+    """Exact, time-weighted aggregates of one device (trapezoid rule between readings).
+
+    Runs once per device per sample on the sampler thread, so it keeps plain attributes and
+    no per-quantity dispatch: this is the hot loop the overhead benchmark measures.
+    """
 
     def __init__(self, device: DeviceInfo, start: float, interval: float, threshold: float) -> None:
         self.device, self.threshold = device, threshold
@@ -79,63 +89,99 @@ class _DeviceAccumulator:
         self.nvml_util_weighted = self.nvml_util_seconds = 0.0
         self.sm_weighted = self.sm_seconds = self.tensor_weighted = self.tensor_seconds = 0.0
         self.power_joules = self.power_seconds = 0.0
-        self.prev: dict[str, float] = {}
-        self.prev_below: bool | None = None
+        # previous reading of each quantity and its time (None: not read yet): a trapezoid's left end
+        self.prev_util = self.prev_nvml = self.prev_sm = self.prev_tensor = self.prev_power = None
+        self.prev_util_t = self.prev_nvml_t = self.prev_sm_t = self.prev_tensor_t = self.prev_power_t = 0.0
+        self.prev_below = False
         self.util_peak = self.mem_peak = self.power_peak = None
         self.energy_first = self.energy_last = None
+        self.temperature_peak: float | None = None
+        self.clock_sum, self.clock_reads = 0.0, 0
         self.samples = 0
         self.lost_at: float | None = None
         self.below_since: float | None = None  # for the idle-timeout guardrail
-        self.series = {q: BoundedSeries(start, interval) for q in ("util_pct", "mem_used_gb", "power_w")}
+        self.util_series = BoundedSeries(start, interval)
+        self.mem_series = BoundedSeries(start, interval)
+        self.power_series = BoundedSeries(start, interval)
+
+    @property
+    def series(self) -> dict[str, BoundedSeries]:
+        return {"util_pct": self.util_series, "mem_used_gb": self.mem_series, "power_w": self.power_series}
 
     def add(self, t: float, r: Any) -> None:
+        """Fold one reading in. Each integrated quantity keeps the time of its own last reading,
+        because slow signals (power beside an energy counter, NVML util beside GPM) and failed
+        reads leave gaps longer than one interval."""
         dt = 0.0 if self.last_t is None else t - self.last_t
         self.last_t = t
         self.samples += 1
         self.seconds += dt
         util = r.util_pct
         if util is not None:
-            self.util_weighted += self._trapezoid("util", util, dt)
-            self.util_seconds += dt if "util" in self.prev else 0.0
             below = util < self.threshold
-            # each end of the interval carries half of it, as in the trapezoid rule
-            self.idle_seconds += dt / 2 * (below + self.prev_below) if self.prev_below is not None else 0.0
-            self.prev_below = below
-            if below:
-                self.below_since = t if self.below_since is None else self.below_since
-            else:
+            if self.prev_util is not None:  # each end of the span carries half of it (trapezoid rule)
+                span = t - self.prev_util_t
+                self.util_weighted += (self.prev_util + util) / 2 * span
+                self.util_seconds += span
+                self.idle_seconds += span / 2 * (below + self.prev_below)
+            self.prev_util, self.prev_util_t, self.prev_below = util, t, below
+            if not below:
                 self.below_since = None
-            self.util_peak = util if self.util_peak is None else max(self.util_peak, util)
-            self.series["util_pct"].add(t, util)
-        if r.nvml_util_pct is not None:
-            self.nvml_util_seconds += dt if "nvml" in self.prev else 0.0
-            self.nvml_util_weighted += self._trapezoid("nvml", r.nvml_util_pct, dt)
-        if r.sm_active_pct is not None:
-            self.sm_seconds += dt if "sm" in self.prev else 0.0
-            self.sm_weighted += self._trapezoid("sm", r.sm_active_pct, dt)
-        if r.tensor_active_pct is not None:
-            self.tensor_seconds += dt if "tensor" in self.prev else 0.0
-            self.tensor_weighted += self._trapezoid("tensor", r.tensor_active_pct, dt)
-        if r.mem_used_gb is not None:
-            self.mem_peak = r.mem_used_gb if self.mem_peak is None else max(self.mem_peak, r.mem_used_gb)
-            self.series["mem_used_gb"].add(t, r.mem_used_gb)
+            elif self.below_since is None:
+                self.below_since = t
+            if self.util_peak is None or util > self.util_peak:
+                self.util_peak = util
+            self.util_series.add(t, util)
+        sm = r.sm_active_pct
+        if sm is not None:
+            if self.prev_sm is not None:
+                span = t - self.prev_sm_t
+                self.sm_weighted += (self.prev_sm + sm) / 2 * span
+                self.sm_seconds += span
+            self.prev_sm, self.prev_sm_t = sm, t
+        tensor = r.tensor_active_pct
+        if tensor is not None:
+            if self.prev_tensor is not None:
+                span = t - self.prev_tensor_t
+                self.tensor_weighted += (self.prev_tensor + tensor) / 2 * span
+                self.tensor_seconds += span
+            self.prev_tensor, self.prev_tensor_t = tensor, t
+        nvml_util = r.nvml_util_pct
+        if nvml_util is not None:
+            if self.prev_nvml is not None:
+                span = t - self.prev_nvml_t
+                self.nvml_util_weighted += (self.prev_nvml + nvml_util) / 2 * span
+                self.nvml_util_seconds += span
+            self.prev_nvml, self.prev_nvml_t = nvml_util, t
         power = r.power_w
         if power is not None:
-            self.power_seconds += dt if "power" in self.prev else 0.0
-            self.power_joules += self._trapezoid("power", power, dt)
-            self.power_peak = power if self.power_peak is None else max(self.power_peak, power)
-            self.series["power_w"].add(t, power)
+            if self.prev_power is not None:
+                span = t - self.prev_power_t
+                self.power_joules += (self.prev_power + power) / 2 * span
+                self.power_seconds += span
+            self.prev_power, self.prev_power_t = power, t
+            if self.power_peak is None or power > self.power_peak:
+                self.power_peak = power
+            self.power_series.add(t, power)
+        if r.mem_used_gb is not None or r.energy_mj is not None or r.temperature_c is not None or r.sm_clock_mhz:
+            self._add_slow(t, r)
+
+    def _add_slow(self, t: float, r: Any) -> None:
+        """The slow signals (memory, counter, temperature, clocks), present on slow readings only."""
+        mem = r.mem_used_gb
+        if mem is not None:
+            if self.mem_peak is None or mem > self.mem_peak:
+                self.mem_peak = mem
+            self.mem_series.add(t, mem)
         if r.energy_mj is not None:
             if self.energy_first is None:
                 self.energy_first = r.energy_mj
             self.energy_last = r.energy_mj
-
-    def _trapezoid(self, key: str, value: float, dt: float) -> float:
-        """Area of (t_prev, t] by the trapezoid rule: unbiased for a signal sampled at any phase,
-        whether the source averages over a trailing window (NVML util) or is instantaneous (power)."""
-        previous = self.prev.get(key)
-        self.prev[key] = value
-        return 0.0 if previous is None else (previous + value) / 2 * dt
+        if r.temperature_c is not None and (self.temperature_peak is None or r.temperature_c > self.temperature_peak):
+            self.temperature_peak = r.temperature_c
+        if r.sm_clock_mhz is not None:
+            self.clock_sum += r.sm_clock_mhz
+            self.clock_reads += 1
 
     def usage(self, start: float) -> DeviceUsage:
         d = self.device
@@ -170,6 +216,8 @@ class _DeviceAccumulator:
             energy_method=method,
             power_integrated_kwh=self.power_joules / _J_PER_KWH if self.power_seconds > 0 else None,
             idle_seconds=self.idle_seconds,
+            temperature_peak_c=self.temperature_peak,
+            sm_clock_mean_mhz=self.clock_sum / self.clock_reads if self.clock_reads else None,
             lost_at_s=None if self.lost_at is None else self.lost_at - start,
         )
 
@@ -178,8 +226,8 @@ class Sampler:
     """Reads ``backend`` every ``interval`` seconds on a daemon thread until :meth:`stop`.
 
     ``on_sample`` runs on the sampler thread after each sample (the meter's live guardrails); it
-    must be cheap. The host (process-tree CPU) is read at most once a second: it costs more than a
-    GPU read and changes slowly.
+    must be cheap. Utilisation, memory and power are read every sample; the slow signals (energy
+    counter, temperature, clocks, the host's process tree) every :data:`SLOW_EVERY_S`.
     """
 
     def __init__(
@@ -203,13 +251,18 @@ class Sampler:
         self.on_sample = on_sample
         self._gpus_allocated = gpus_allocated
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        # Held while the step runs; stop() releases it. The thread waits on it with a timeout: one
+        # C-level futex wait per interval, where Event.wait runs a Python Condition each time.
+        self._running = threading.Lock()
+        self._running.acquire()
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self._devices: list[_DeviceAccumulator] = []
         self._degraded: list[str] = []
         self._host_cpu_weighted = self._host_cpu_seconds = 0.0
         self._host_cpu_peak = self._host_rss_peak = None
         self._host_last_t: float | None = None
+        self._slow_last_t: float | None = None
         self.samples = 0
         self.start_t = self.last_t = 0.0
         self._wall_offset = 0.0
@@ -243,10 +296,13 @@ class Sampler:
 
     def stop(self) -> Usage:
         """Stop the thread, take a last sample so the step's end is measured, close the backend."""
-        self._stop.set()
+        if not self._stopped:
+            self._stopped = True
+            with contextlib.suppress(RuntimeError):  # a concurrent stop() (SIGTERM at exit) released it
+                self._running.release()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=max(5.0, 2 * self.interval))
-        self.sample_once()
+        self.sample_once(final=True)
         try:
             self.backend.close()
         except Exception as e:  # pragma: no cover - closing NVML must not fail the step
@@ -255,7 +311,7 @@ class Sampler:
 
     def _run(self) -> None:
         next_t = self.clock() + self.interval
-        while not self._stop.wait(max(0.0, next_t - self.clock())):
+        while not self._running.acquire(timeout=max(0.0, next_t - self.clock())):
             next_t += self.interval
             self.sample_once()
             if self.on_sample is not None:
@@ -265,14 +321,17 @@ class Sampler:
                     log.exception("mlcost: live guardrail check failed")
 
     # sampling ---------------------------------------------------------------------------------
-    def sample_once(self) -> None:
+    def sample_once(self, *, final: bool = False) -> None:
+        """Read every live device once; ``final`` also reads the slow signals (the step's end)."""
         t = self.clock()
         with self._lock:
+            slow = final or self._slow_last_t is None or t - self._slow_last_t >= SLOW_EVERY_S
+            read = self.backend.read
             for acc in self._devices:
                 if acc.lost_at is not None:
                     continue
                 try:
-                    reading = self.backend.read(acc.device)
+                    reading = read(acc.device, slow=slow)
                 except DeviceLost as e:
                     self._lose(acc, t, str(e))
                     continue
@@ -280,8 +339,10 @@ class Sampler:
                     self._lose(acc, t, f"{type(e).__name__}: {e}")
                     continue
                 acc.add(t, reading)
-            if self.host is not None and (self._host_last_t is None or t - self._host_last_t >= 1.0):
-                self._read_host(t)
+            if slow:
+                self._slow_last_t = t
+                if self.host is not None:
+                    self._read_host(t)
             self.samples += 1
             self.last_t = t
 

@@ -51,6 +51,12 @@ _CONSTANTS = (
     "NVML_GPM_METRIC_ANY_TENSOR_UTIL", "NVML_GPM_METRICS_GET_VERSION", "NVML_GPM_METRIC_MAX",
 )
 _OFFSET_MJ = 987_654_321
+# GPM metric id -> (trace row attribute, scale): occupancy is modelled as half the SM activity.
+_GPM_METRICS = {
+    pynvml.NVML_GPM_METRIC_SM_UTIL: ("sm", 1.0),
+    pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: ("sm", 0.5),
+    pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: ("tensor_active_pct", 1.0),
+}
 
 
 def _error(code: int) -> pynvml.NVMLError:
@@ -104,6 +110,8 @@ class SimulatedNVML:
         self._initialized = False
         self._ordinals = itertools.count()
         self._instances = {(g, j): next(self._ordinals) for g in range(devices) for j in range(len(mig or []))}
+        self._member_cache: dict[_Handle, list[int]] = {}
+        self._untraced = TraceRow(0, 0, 0, 0.12 * self.board_w)  # what a device the trace omits reads
         simulated = len(self._instances) if mig else devices
         if unused := sorted(d for d in trace.rows if d >= simulated):
             log.warning("mlcost: trace %s has rows for device(s) %s, but only %s are simulated; they are ignored",
@@ -114,10 +122,11 @@ class SimulatedNVML:
         return self.clock() - (self.start or 0.0)
 
     def _check(self, fn: str, handle: _Handle | None = None) -> None:
-        self.calls[fn] = self.calls.get(fn, 0) + 1
+        calls = self.calls
+        calls[fn] = calls.get(fn, 0) + 1
         if not self._initialized:
             raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
-        if handle is not None:  # ``lost`` keys: GPU index for a physical handle, trace device for an instance
+        if handle is not None and self.lost:  # keys: GPU index for a physical handle, trace device for an instance
             key = handle.gpu if handle.mig is None else handle.ordinal
             if key in self.lost and self._now() >= self.lost[key]:
                 raise _error(pynvml.NVML_ERROR_GPU_IS_LOST)
@@ -126,13 +135,22 @@ class SimulatedNVML:
 
     def _row(self, handle: _Handle, t: float | None = None) -> TraceRow:
         device = handle.gpu if handle.ordinal is None else handle.ordinal
-        return self.trace.row_at(device, self._now() if t is None else t) or TraceRow(0, 0, 0, 0.12 * self.board_w)
+        return self.trace.row_at(device, self._now() if t is None else t) or self._untraced
 
     def _members(self, handle: _Handle) -> list[int]:
-        """Trace devices whose power this physical handle draws."""
-        if self.mig and handle.mig is None:
-            return [o for (g, _j), o in self._instances.items() if g == handle.gpu]
-        return [handle.gpu if handle.ordinal is None else handle.ordinal]
+        """Trace devices whose power this physical handle draws (fixed once the devices exist)."""
+        members = self._member_cache.get(handle)
+        if members is None:
+            if self.mig and handle.mig is None:
+                members = [o for (g, _j), o in self._instances.items() if g == handle.gpu]
+            else:
+                members = [handle.gpu if handle.ordinal is None else handle.ordinal]
+            self._member_cache[handle] = members
+        return members
+
+    def _member_rows(self, handle: _Handle) -> list[TraceRow]:
+        now, row_at, untraced = self._now(), self.trace.row_at, self._untraced
+        return [row_at(o, now) or untraced for o in self._members(handle)]
 
     def _physical(self, fn: str, handle: _Handle) -> None:
         self._check(fn, handle)
@@ -195,22 +213,22 @@ class SimulatedNVML:
     def _mem_total(self, handle: _Handle) -> int:
         if handle.mig is None:
             return int(self.mem_gb * 1e9)
-        return int(float(re.findall(r"\.(\d+)gb$", self.mig[handle.mig])[0]) * 1e9)
+        return int(float(re.findall(r"\.(\d+)gb$", self.mig[handle.mig])[0]) * 1e9)  # profile "3g.40gb"
 
     def nvmlDeviceGetMemoryInfo(self, handle: _Handle, version: int | None = None) -> Any:
         self._check("nvmlDeviceGetMemoryInfo", handle)
         total = self._mem_total(handle)
-        members = [_Handle(handle.gpu, None, o) for o in self._members(handle)]
-        used = min(total, int(sum(self._row(m).mem_used_gb for m in members) * 1e9))
+        used = min(total, int(sum(r.mem_used_gb for r in self._member_rows(handle)) * 1e9))
         return SimpleNamespace(total=total, used=used, free=total - used)
 
     def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
         self._physical("nvmlDeviceGetPowerUsage", handle)
-        return round(sum(self._row(_Handle(handle.gpu, None, o)).power_w for o in self._members(handle)) * 1000)
+        return round(sum(r.power_w for r in self._member_rows(handle)) * 1000)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
         self._physical("nvmlDeviceGetTotalEnergyConsumption", handle)
-        joules = sum(self.trace.integral(o, lambda r: r.power_w, 0.0, self._now()) for o in self._members(handle))
+        now = self._now()
+        joules = sum(self.trace.integral(o, "power_w", 0.0, now) for o in self._members(handle))
         return _OFFSET_MJ + 1000 * handle.gpu + int(joules * 1000)
 
     def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
@@ -292,17 +310,15 @@ class SimulatedNVML:
             raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         h, t0, t1 = mg.sample2.handle, mg.sample1.t, mg.sample2.t
         device = h.gpu if h.ordinal is None else h.ordinal
-        getters: dict[int, Callable[[TraceRow], float | None]] = {
-            pynvml.NVML_GPM_METRIC_SM_UTIL: lambda r: r.sm,
-            pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: lambda r: r.sm * 0.5,
-            pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: lambda r: r.tensor_active_pct,
-        }
+        trace = self.trace
+        row = trace.row_at(device, t1)
+        whole = trace.row_throughout(device, t0, t1)  # a window inside one row: its value is the mean
         for metric in mg.metrics[: mg.numMetrics]:
-            get = getters.get(metric.metricId)
-            row = self.trace.row_at(device, t1)
-            if get is None or row is None or get(row) is None:
+            attribute, scale = _GPM_METRICS.get(metric.metricId, (None, 0.0))
+            if attribute is None or row is None or getattr(row, attribute) is None:
                 metric.nvmlReturn, metric.value = pynvml.NVML_ERROR_NOT_SUPPORTED, 0.0
             else:
                 metric.nvmlReturn = pynvml.NVML_SUCCESS
-                metric.value = self.trace.mean(device, lambda r, g=get: g(r) or 0.0, t0, t1)
+                mean = getattr(whole, attribute) if whole is not None else trace.mean(device, attribute, t0, t1)
+                metric.value = scale * mean
         return mg

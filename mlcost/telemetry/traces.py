@@ -53,6 +53,10 @@ class TraceRow:
         return self.util_pct if self.sm_active_pct is None else self.sm_active_pct
 
 
+# What to integrate: a row attribute (cached antiderivative) or any function of a row.
+Value = str | Callable[[TraceRow], float | None]
+
+
 @dataclass
 class Trace:
     """Rows per device (sorted by time), optional loss times and an optional period (presets)."""
@@ -64,44 +68,104 @@ class Trace:
 
     def __post_init__(self) -> None:
         self._times = {d: [r.t_s for r in rs] for d, rs in self.rows.items()}
+        self._tables: dict[tuple[int, str], _Antiderivative] = {}
+        self._current: dict[int, tuple[float, float, TraceRow]] = {}  # device -> [from, until) and its row
 
     def row_at(self, device: int, t: float) -> TraceRow | None:
-        """The row in force at trace time ``t`` (None: the trace says nothing about ``device``)."""
+        """The row in force at trace time ``t`` (None: the trace says nothing about ``device``).
+
+        The simulated NVML asks several times per sample, nearly always for the row it got last
+        time, so that row and its time span are kept and checked before bisecting."""
+        if self.period_s:
+            t = t % self.period_s
+        current = self._current.get(device)
+        if current is not None and current[0] <= t < current[1]:
+            return current[2]
         rows = self.rows.get(device)
         if not rows:
             return None
-        if self.period_s:
-            t = t % self.period_s
-        return rows[max(0, bisect.bisect_right(self._times[device], t) - 1)]
+        times = self._times[device]
+        i = max(0, bisect.bisect_right(times, t) - 1)
+        self._current[device] = (
+            -math.inf if i == 0 else times[i],
+            times[i + 1] if i + 1 < len(times) else math.inf,
+            rows[i],
+        )
+        return rows[i]
 
-    def integral(self, device: int, value: Callable[[TraceRow], float], t0: float, t1: float) -> float:
-        """Exact integral of ``value(row)`` over trace time [t0, t1]."""
-        if self.period_s and t1 - t0 > 0:
-            p = self.period_s
+    def integral(self, device: int, value: Value, t0: float, t1: float) -> float:
+        """Exact integral of ``value`` over trace time [t0, t1].
 
-            def cumulative(t: float) -> float:
-                n = math.floor(t / p)
-                return n * self._plain(device, value, 0.0, p) + self._plain(device, value, 0.0, t - n * p)
+        ``value`` is a row attribute (``"power_w"``, ``"sm"``...; ``None`` counts as 0), whose
+        antiderivative is built once per device and reused: the simulated energy counter and GPM
+        read it every sample, so a look-up must cost a bisection, not a walk over the trace. A
+        callable is evaluated on the spot (the truth helpers' ad-hoc quantities).
+        """
+        rows = self.rows.get(device)
+        if not rows:
+            return 0.0
+        if isinstance(value, str):
+            table = self._tables.get((device, value))
+            if table is None:
+                table = self._tables[device, value] = _Antiderivative(rows, _attribute(value), self.period_s)
+        else:
+            table = _Antiderivative(rows, value, self.period_s)
+        return table(t1) - table(t0)
 
-            return cumulative(t1) - cumulative(t0)
-        return self._plain(device, value, t0, t1)
+    def row_throughout(self, device: int, t0: float, t1: float) -> TraceRow | None:
+        """The one row in force over all of [t0, t1], or None when the window crosses a row change
+        (or the trace says nothing about ``device``)."""
+        row = self.row_at(device, t0)
+        if row is None or (t1 > t0 and row is not self.row_at(device, t1)):
+            return None
+        p = self.period_s
+        if p and t1 > t0 and (t1 - t0 >= p or t0 % p > t1 % p):  # wrapped round to the same row
+            return None
+        return row
 
-    def _plain(self, device: int, value: Callable[[TraceRow], float], t0: float, t1: float) -> float:
-        rows = self.rows.get(device) or []
-        total = 0.0
-        for i, row in enumerate(rows):
-            start = -math.inf if i == 0 else row.t_s
-            end = rows[i + 1].t_s if i + 1 < len(rows) else math.inf
-            lo, hi = max(start, t0), min(end, t1)
-            if hi > lo:
-                total += value(row) * (hi - lo)
-        return total
-
-    def mean(self, device: int, value: Callable[[TraceRow], float], t0: float, t1: float) -> float:
+    def mean(self, device: int, value: Value, t0: float, t1: float) -> float:
+        """Time-weighted mean over [t0, t1]; the value in force when the window is empty or lies
+        within one row (the common case for a sampling window, so it skips the integral)."""
+        row = self.row_throughout(device, t0, t1) if t1 > t0 else self.row_at(device, t0)
+        if row is not None:
+            return (value(row) if callable(value) else getattr(row, value)) or 0.0
         if t1 <= t0:
-            row = self.row_at(device, t0)
-            return value(row) if row else 0.0
+            return 0.0
         return self.integral(device, value, t0, t1) / (t1 - t0)
+
+
+def _attribute(name: str) -> Callable[[TraceRow], float | None]:
+    return lambda row: getattr(row, name)
+
+
+class _Antiderivative:
+    """F(t) = integral of a step function from 0 to t, by bisection into prefix sums.
+
+    The first row also covers the time before it and the last row holds forever, or, with a
+    period, until the period wraps (F then adds whole periods).
+    """
+
+    __slots__ = ("_per_period", "_period", "_prefix", "_starts", "_values")
+
+    def __init__(self, rows: list[TraceRow], value: Callable[[TraceRow], float | None], period: float | None) -> None:
+        self._starts = [r.t_s for r in rows]
+        self._values = [float(value(r) or 0.0) for r in rows]
+        prefix = [self._values[0] * self._starts[0]]  # F at the first row's start
+        for i in range(1, len(rows)):
+            prefix.append(prefix[-1] + self._values[i - 1] * (self._starts[i] - self._starts[i - 1]))
+        self._prefix = prefix
+        self._period = period or None
+        self._per_period = self._plain(period) if period else 0.0
+
+    def _plain(self, t: float) -> float:
+        i = max(0, bisect.bisect_right(self._starts, t) - 1)
+        return self._prefix[i] + self._values[i] * (t - self._starts[i])
+
+    def __call__(self, t: float) -> float:
+        if self._period is None:
+            return self._plain(t)
+        n = math.floor(t / self._period)
+        return n * self._per_period + self._plain(t - n * self._period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +179,7 @@ class TraceTruth:
 
 def truth(trace: Trace, device: int, t0: float, t1: float, idle_threshold_pct: float = 5.0) -> TraceTruth:
     """What a perfect meter would report for ``device`` over trace time [t0, t1]."""
-    energy = trace.integral(device, lambda r: r.power_w, t0, t1)
+    energy = trace.integral(device, "power_w", t0, t1)
     idle = trace.integral(device, lambda r: float(r.util_pct < idle_threshold_pct), t0, t1)
     span = max(t1 - t0, 1e-12)
     p = trace.period_s
@@ -126,7 +190,7 @@ def truth(trace: Trace, device: int, t0: float, t1: float, idle_threshold_pct: f
 
     rows = [trace.row_at(device, t0), *(r for r in trace.rows.get(device, []) if occurs(r))]
     return TraceTruth(
-        util_mean_pct=trace.integral(device, lambda r: r.util_pct, t0, t1) / span,
+        util_mean_pct=trace.integral(device, "util_pct", t0, t1) / span,
         power_mean_w=energy / span,
         energy_j=energy,
         idle_seconds=idle,

@@ -1,8 +1,8 @@
 """One real MLflow SQLite store, populated once per session by real metered steps.
 
 The steps go through ``mlcost.meter`` end to end (sampler, pricing, ledger, MLflow sink); only the GPU
-is a stand-in: a constant-utilisation telemetry backend implementing the backend protocol, so the
-idle share is known exactly. Costs differ by the allocation (GPUs), with equal sleep times, so a
+is simulated: the NVML backend over a simulated NVML with a constant-utilisation trace, so the idle
+share is known exactly. Costs differ by the allocation (GPUs), with equal sleep times, so a
 +30% / +5% change of cost is a +30% / +5% change of GPUs.
 """
 
@@ -14,27 +14,18 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mlcost.telemetry.base import BackendStatus, DeviceInfo, DeviceReading
+from mlcost.telemetry.nvml import NvmlBackend
+from mlcost.telemetry.simulated_nvml import SimulatedNVML
+from mlcost.telemetry.traces import Trace, TraceRow
 
 
-class ConstantGpu:
-    """``devices`` H100s whose utilisation is always ``util_pct`` (a stand-in for NVML)."""
-
-    def __init__(self, util_pct: float, devices: int = 1, mem_used_gb: float = 8.0) -> None:
-        self.util_pct, self.devices, self.mem_used_gb = util_pct, devices, mem_used_gb
-        self.status = BackendStatus(telemetry="simulated", util_signal="nvml_util")
-
-    def open(self) -> list[DeviceInfo]:
-        return [
-            DeviceInfo(index=i, nvml_index=i, uuid=f"GPU-{i}", name="NVIDIA H100", gpu_type="H100", mem_total_gb=80)
-            for i in range(self.devices)
-        ]
-
-    def read(self, device: DeviceInfo) -> DeviceReading:
-        return DeviceReading(util_pct=self.util_pct, nvml_util_pct=self.util_pct, mem_used_gb=self.mem_used_gb)
-
-    def close(self) -> None:
-        return None
+def constant_gpu(util_pct: float, devices: int = 1, mem_used_gb: float = 8.0) -> NvmlBackend:
+    """``devices`` simulated H100s whose utilisation is always ``util_pct``, read through the real
+    NVML backend (the simulated NVML stands in for the driver only)."""
+    row = TraceRow(0.0, util_pct, mem_used_gb, power_w=100 + 6 * util_pct)
+    trace = Trace({d: [row] for d in range(devices)}, source=f"constant {util_pct}%")
+    return NvmlBackend(SimulatedNVML(trace, gpu_type="H100", devices=devices), visible_devices=None,
+                       telemetry="simulated")
 
 
 STEP_S = 1.0  # long enough that scheduling jitter stays ~1% of the cost
@@ -76,7 +67,7 @@ def _metered(
             gpu_type="H100",
             tags=tags,
             interval=0.05,
-            backend=ConstantGpu(util, devices=gpus if devices is None else devices),
+            backend=constant_gpu(util, devices=gpus if devices is None else devices),
             policy=Policy(),
             ledger=store.ledger,
             experiment="ranker-ci",

@@ -111,7 +111,7 @@ class SimulatedNVML:
         self._ordinals = itertools.count()
         self._instances = {(g, j): next(self._ordinals) for g in range(devices) for j in range(len(mig or []))}
         self._member_cache: dict[_Handle, list[int]] = {}
-        self._untraced = TraceRow(0, 0, 0, 0.12 * self.board_w)  # what a device the trace omits reads
+        self._untraced = TraceRow(0, 0, 0, 0.12 * self.board_w, 0.0, 0.0)  # what a device the trace omits reads
         simulated = len(self._instances) if mig else devices
         if unused := sorted(d for d in trace.rows if d >= simulated):
             log.warning("mlcost: trace %s has rows for device(s) %s, but only %s are simulated; they are ignored",
@@ -312,7 +312,9 @@ class SimulatedNVML:
         device = h.gpu if h.ordinal is None else h.ordinal
         trace = self.trace
         row = trace.row_at(device, t1)
-        whole = trace.row_throughout(device, t0, t1)  # a window inside one row: its value is the mean
+        whole = trace.row_throughout(device, t0, t1) if row is not None else self._untraced
+        # (``whole``: the window lies inside one row, whose value is then the mean)
+        row = row or self._untraced
         for metric in mg.metrics[: mg.numMetrics]:
             attribute, scale = _GPM_METRICS.get(metric.metricId, (None, 0.0))
             if attribute is None or row is None or getattr(row, attribute) is None:

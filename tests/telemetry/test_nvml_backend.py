@@ -134,3 +134,14 @@ def test_nvml_init_failure_is_a_telemetry_error(write_trace, clock):
 )
 def test_gpu_names_map_to_catalog_keys(name, key):
     assert gpu_type_from_name(name) == key
+
+
+def test_a_device_the_trace_omits_reads_idle_on_every_signal(write_trace, clock, caplog):
+    backend, _ = _backend(write_trace(ROWS), clock, gpu="H100", devices=2)
+    with caplog.at_level(logging.WARNING):
+        _, untraced = backend.open()
+    clock.advance(0.5)
+    r = backend.read(untraced)
+    assert (r.util_pct, r.sm_active_pct, r.tensor_active_pct, r.mem_used_gb) == (0, 0, 0, 0)
+    assert r.power_w == pytest.approx(0.12 * 700)
+    assert backend.status.util_signal == UTIL_SIGNAL_GPM_SM and "device 1" not in caplog.text

@@ -1,14 +1,13 @@
 """One throwaway Airflow home (SQLite, migrated once) for every Airflow test of the session.
 
 Airflow reads AIRFLOW_HOME when it is first imported, so the home is set here, at collection, before
-any test module imports Airflow; the folder name travels in an environment variable so that the
-conftests of tests/operators, tests/plugins and tests/dags share it.
+any test module imports Airflow. Every test that needs Airflow lives under tests/airflow (operators,
+the cost plugin, the demo DAG), so this one conftest covers them all.
 """
 
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlcost.operators.local import init_db, install_dag, prepare_home
 
-HOME = Path(os.environ.setdefault("MLCOST_TEST_AIRFLOW_HOME", tempfile.mkdtemp(prefix="mlcost-airflow-")))
+HOME = Path(tempfile.mkdtemp(prefix="mlcost-airflow-"))
 atexit.register(shutil.rmtree, HOME, ignore_errors=True)
 DAGS = prepare_home(HOME)
 HERE = Path(__file__).parent
@@ -31,7 +30,7 @@ def airflow_db() -> Path:
 
 @pytest.fixture
 def dagfile(airflow_db):
-    """Install a DAG file of tests/operators/dagfiles into the dags folder; returns its path there."""
+    """Install a DAG file of tests/airflow/dagfiles into the dags folder; returns its path there."""
 
     def install(name: str) -> Path:
         return install_dag(HERE / "dagfiles" / name, airflow_db)

@@ -26,18 +26,6 @@ from mlcost.errors import ConfigError
 
 METRICS_OUTPUT = "mlcost_metrics"
 K8S_GPU_RESOURCE = "nvidia.com/gpu"
-_METER_KEYS = {
-    "gpus",
-    "gpu_type",
-    "pricing",
-    "budget_usd",
-    "max_duration",
-    "idle_timeout",
-    "tags",
-    "interval",
-    "nodes",
-    "experiment",
-}
 
 
 def metered_component(
@@ -101,21 +89,17 @@ def metered_component(
 
 
 def _validate(config: dict[str, Any]) -> None:
-    """Fail at pipeline-definition time, not in the pod: same checks as ``meter``."""
-    from mlcost.guardrails import StepLimits
+    """Fail at pipeline-definition time, not in the pod: the meter's own checks (the policy file is
+    the pod's, so only the arguments are checked here)."""
+    from mlcost.meter import check_step_arguments
     from mlcost.policy import Policy
     from mlcost.pricing.catalog import PriceCatalog
 
-    if config["gpus"] is not None and (not isinstance(config["gpus"], int) or config["gpus"] < 0):
-        raise ConfigError(f"gpus must be a non-negative integer, got {config['gpus']!r}", field="gpus")
-    if config["gpu_type"] is not None:
-        PriceCatalog.load().canonical(config["gpu_type"])
-    StepLimits.resolve(
+    check_step_arguments(
         "component",
-        Policy(),
-        budget_usd=config["budget_usd"],
-        max_duration=config["max_duration"],
-        idle_timeout=config["idle_timeout"],
+        **{k: v for k, v in config.items() if k not in ("nodes", "experiment")},
+        policy=Policy(),
+        catalog=PriceCatalog.load(),
     )
     try:
         json.dumps(config)

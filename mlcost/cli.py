@@ -1,8 +1,9 @@
 """The ``mlcost`` command line.
 
 Each subcommand lives beside the code it drives and registers itself here; heavy imports happen
-inside the command, so ``mlcost --help`` is instant. Exit codes follow ruff: 0 ok / within policy,
-1 a policy is breached (gate), 2 bad input (file, policy, query).
+inside the command, so ``mlcost --help`` is instant. Exit codes follow ruff and are the same for
+every command (:class:`mlcost.exit_status.ExitStatus`): 0 ok / within policy, 1 the answer is no
+(policy breached, ledger invalid, steps left unsynced), 2 bad input (file, policy, query).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from importlib import import_module
 
 from mlcost import __version__
 from mlcost.errors import ConfigError
-
-EXIT_OK, EXIT_BREACHED, EXIT_BAD_INPUT = 0, 1, 2
+from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
 _COMMAND_MODULES = ("mlcost.gate.command", "mlcost.reports.command")
@@ -31,7 +31,7 @@ def _sync(args: argparse.Namespace) -> int:
     ledger = Ledger(args.ledger)
     if not ledger.path.exists():
         Console(stderr=True).print(f"[red]no ledger at {ledger.path}[/red] (set MLCOST_LEDGER or --ledger)")
-        return EXIT_BAD_INPUT
+        return ExitStatus.BAD_INPUT
     result = sync(ledger, tracking_uri=args.tracking_uri, experiment=args.experiment)
     console = Console()
     for step_id, why in result.failed.items():
@@ -44,7 +44,7 @@ def _sync(args: argparse.Namespace) -> int:
             else "."
         )
     )
-    return EXIT_OK if not result.failed else EXIT_BREACHED
+    return ExitStatus.OK if not result.failed else ExitStatus.FAILED
 
 
 def _prices(args: argparse.Namespace) -> int:
@@ -78,7 +78,7 @@ def _prices(args: argparse.Namespace) -> int:
             row.as_of or "",
         )
     Console().print(table)
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -123,12 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_BAD_INPUT
+        return ExitStatus.BAD_INPUT
     try:
         return int(args.func(args))
     except ConfigError as e:
         print(f"mlcost {args.command}: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitStatus.BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

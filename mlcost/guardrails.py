@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from mlcost.durations import format_duration, parse_duration
 from mlcost.errors import (
@@ -94,37 +95,26 @@ def preflight(
     """Refuse a step before it starts: more GPUs or nodes than the cluster policy allows, a GPU type
     the policy does not allow, or a projected cost (GPUs × max duration × price) over the budget."""
     cluster = policy.cluster
-    if cluster.max_gpus is not None and gpus > cluster.max_gpus:
-        raise PreflightRefused(
-            f"step {step!r} refused before start: it requests {gpus} GPUs, the limit is {cluster.max_gpus} "
-            f"({policy.origin('cluster.max_gpus')})",
-            limit_name="max_gpus",
-            limit=cluster.max_gpus,
-            observed=gpus,
-            policy=policy.origin("cluster.max_gpus"),
-            step=step,
+
+    def refuse(rule: str, observed: Any, limit: Any, why: str) -> PreflightRefused:
+        origin = policy.origin(f"cluster.{rule}")
+        return PreflightRefused(
+            f"step {step!r} refused before start: {why} ({origin})",
+            limit_name=rule, limit=limit, observed=observed, policy=origin, step=step,
         )
+
+    if cluster.max_gpus is not None and gpus > cluster.max_gpus:
+        raise refuse("max_gpus", gpus, cluster.max_gpus, f"it requests {gpus} GPUs, the limit is {cluster.max_gpus}")
     if cluster.max_nodes is not None and nodes is not None and nodes > cluster.max_nodes:
-        raise PreflightRefused(
-            f"step {step!r} refused before start: it requests {nodes} nodes, the limit is {cluster.max_nodes} "
-            f"({policy.origin('cluster.max_nodes')})",
-            limit_name="max_nodes",
-            limit=cluster.max_nodes,
-            observed=nodes,
-            policy=policy.origin("cluster.max_nodes"),
-            step=step,
+        raise refuse(
+            "max_nodes", nodes, cluster.max_nodes, f"it requests {nodes} nodes, the limit is {cluster.max_nodes}"
         )
     if cluster.allowed_gpu_types and gpu_type is not None:
         allowed = {t.upper() for t in cluster.allowed_gpu_types}
         if gpu_type.upper() not in allowed and gpu_type.partition(":")[0].upper() not in allowed:
-            raise PreflightRefused(
-                f"step {step!r} refused before start: GPU type {gpu_type} is not allowed; allowed: "
-                f"{', '.join(cluster.allowed_gpu_types)} ({policy.origin('cluster.allowed_gpu_types')})",
-                limit_name="allowed_gpu_types",
-                limit=cluster.allowed_gpu_types,
-                observed=gpu_type,
-                policy=policy.origin("cluster.allowed_gpu_types"),
-                step=step,
+            raise refuse(
+                "allowed_gpu_types", gpu_type, cluster.allowed_gpu_types,
+                f"GPU type {gpu_type} is not allowed; allowed: {', '.join(cluster.allowed_gpu_types)}",
             )
     budget, duration = limits.budget_usd, limits.max_duration_s
     if budget is not None and duration is not None and gpu_hour_usd is not None:

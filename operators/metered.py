@@ -34,19 +34,6 @@ log = logging.getLogger(__name__)
 XCOM_COST_KEY = "mlcost_cost"
 """XCom key of the task's ``StepCost`` (a JSON dict, ``StepCost.model_dump(mode="json")``)."""
 
-METER_KEYWORDS = (
-    "gpus",
-    "gpu_type",
-    "pricing",
-    "budget_usd",
-    "max_duration",
-    "idle_timeout",
-    "tags",
-    "interval",
-    "nodes",
-)
-
-
 def run_key_for(dag_id: str, run_id: str) -> str:
     """The ledger's and MLflow's key for one DAG run: every step of the run carries it."""
     return f"airflow:{dag_id}/{run_id}"

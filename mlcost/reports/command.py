@@ -19,8 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mlcost.errors import ConfigError
-
-EXIT_OK, EXIT_INVALID, EXIT_BAD_INPUT = 0, 1, 2
+from mlcost.exit_status import ExitStatus
 
 
 def register(subparsers: Any) -> None:
@@ -118,7 +117,7 @@ def _guard(fn: Any) -> Any:
             return fn(args)
         except ConfigError as e:
             print(f"mlcost {getattr(args, 'command', '') or ''}: {e}".replace("  ", " "), file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return ExitStatus.BAD_INPUT
 
     wrapped.__name__ = fn.__name__
     return wrapped
@@ -201,7 +200,7 @@ def run_report(args: argparse.Namespace) -> int:
         if not outcome.success:
             print("hint: fix or remove the rows named above before trusting the report; "
                   f"Data Docs: {outcome.docs_index}", file=sys.stderr)  # fmt: skip
-            return EXIT_INVALID
+            return ExitStatus.INVALID
     report = build_report(ledger, period, by=by, outcomes=parse_outcomes(args.outcome),
                           catalog=PriceCatalog.load(args.prices), plots=args.format == "html")  # fmt: skip
     if args.format == "terminal":
@@ -212,7 +211,7 @@ def run_report(args: argparse.Namespace) -> int:
                 to_terminal(report, Console(file=fh, width=160))
         else:
             to_terminal(report)
-        return EXIT_OK
+        return ExitStatus.OK
     text = to_html(report) if args.format == "html" else to_markdown(report)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
@@ -220,7 +219,7 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"Wrote {args.format} report to {args.output}.", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 # export -----------------------------------------------------------------------------------------
@@ -236,7 +235,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.output != "-":
         print(f"Exported {len(df)} FOCUS {FOCUS_VERSION} row{'s' * (len(df) != 1)} ({kind}) to {args.output}.",
               file=sys.stderr)  # fmt: skip
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 # compare ----------------------------------------------------------------------------------------
@@ -253,7 +252,7 @@ def run_compare(args: argparse.Namespace) -> int:
             fh.write(cost_quality_png(table, metric=args.metric, lower_is_better=args.lower_is_better))
     if args.format == "json":
         print(json.dumps(table.to_dict(orient="records"), indent=2, default=str))
-        return EXIT_OK
+        return ExitStatus.OK
     from mlcost.reports.render import Report, frame_section, num, pct, to_markdown, to_terminal, usd
 
     spec = [("model", "model", str), ("runs", "runs", str), ("median_usd", "median $/run", usd),
@@ -272,7 +271,7 @@ def run_compare(args: argparse.Namespace) -> int:
         to_terminal(report)
     if args.chart:
         print(f"Wrote the cost-vs-quality chart to {args.chart}.", file=sys.stderr)
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 if __name__ == "__main__":  # pragma: no cover

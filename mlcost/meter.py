@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from mlcost.errors import ConfigError, GuardrailBreached, UnknownGpuType
+from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused, UnknownGpuType
 from mlcost.guardrails import StepLimits, check_live, preflight
 from mlcost.interrupt import Interrupter, StepInterrupted, TerminationHook
 from mlcost.names import PRICING_MODELS, WORKLOADS
@@ -205,15 +205,19 @@ class Meter:
         )
         self._sampler.open()  # finds the devices; no thread yet, nothing spent
         self._unit_price = self._resolve_price()
-        preflight(
-            self.name,
-            gpus=self.gpus,
-            gpu_type=self.gpu_type,
-            gpu_hour_usd=self._unit_price,
-            limits=self.limits,
-            policy=self.policy,
-            nodes=self.nodes,
-        )
+        try:
+            preflight(
+                self.name,
+                gpus=self.gpus,
+                gpu_type=self.gpu_type,
+                gpu_hour_usd=self._unit_price,
+                limits=self.limits,
+                policy=self.policy,
+                nodes=self.nodes,
+            )
+        except PreflightRefused as refusal:
+            self._record_refusal(refusal)
+            raise
         self._spend_deadline_s = self.limits.spend_deadline_s(self.gpus, self._unit_price)
         self._started_at = _now()
         self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
@@ -370,6 +374,26 @@ class Meter:
                     self.cost = step.model_copy(update={"mlflow_run_id": run_id})
             log.info("mlcost: %s", self.cost.summary())
             return self.cost
+
+    def _record_refusal(self, refusal: PreflightRefused) -> None:
+        """A refused step goes into the ledger (status ``breached``, nothing spent), so chargeback,
+        the Cost view and the gate show what the policy stopped, not only what ran. Not MLflow:
+        no run was started, and a refusal must not wait on a tracking server."""
+        assert self._sampler is not None
+        probed = self._sampler.stop()  # closes NVML; what was learned about the devices is kept
+        self.breach = refusal
+        self._started_at = _now()
+        usage = Usage(
+            duration_s=0.0,
+            gpus_allocated=self.gpus,
+            telemetry=probed.telemetry,
+            simulated=probed.simulated,
+            util_signal=probed.util_signal,
+            degraded_reasons=probed.degraded_reasons,
+            idle_threshold_pct=probed.idle_threshold_pct,
+        )
+        self.cost = self._record(STATUS_BREACHED, usage, error=str(refusal))
+        self._write_ledger(self.cost)
 
     def _mlflow_enabled(self) -> bool:
         """MLflow is used when configured: a run to log into, an active run of the user's (only

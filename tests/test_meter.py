@@ -94,14 +94,19 @@ def test_idle_timeout_stops_a_step_whose_gpus_do_nothing(simulated_gpu):
     assert err.value.limit_name == "idle_timeout_s" and "idle timeout" in str(err.value)
 
 
-def test_preflight_refuses_before_the_body_runs(simulated_gpu):
+def test_preflight_refuses_before_the_body_runs_and_the_ledger_says_so(simulated_gpu):
     ran = []
     with (
         pytest.raises(PreflightRefused, match="projects"),
-        meter("big", gpus=8, gpu_type="H100", budget_usd=10, max_duration="1h"),
+        meter("big", gpus=8, gpu_type="H100", budget_usd=10, max_duration="1h", tags={"team": "search"}),
     ):
         ran.append(True)
     assert ran == []
+    # chargeback and the Cost view see what the policy stopped: a breached step that spent nothing
+    (step,) = Ledger().steps()
+    assert (step.name, step.status, step.gpus, step.duration_s, step.total_usd) == ("big", "breached", 8, 0.0, 0.0)
+    assert step.breach.kind == "budget_usd" and step.breach.observed == pytest.approx(8 * 12.29)
+    assert "projects" in step.error and step.tags["team"] == "search" and step.simulated
 
 
 def test_allocation_is_billed_and_untouched_gpus_show_idle(simulated_gpu):

@@ -118,7 +118,11 @@ def test_preflight_refusal_spends_no_time_in_the_body(dagfile, simulated_gpu, ma
     assert result.tasks == {"too_expensive": "failed", "too_big": "failed"}
     assert result.tries == {"too_expensive": 1, "too_big": 1}
     assert list(markers.iterdir()) == []  # neither body ran
-    assert _metered(result.run_key) == {}  # and no GPU time was metered
+    steps = _metered(result.run_key)  # the ledger shows both refusals, with nothing spent
+    assert {t: (s.status, s.breach.kind, s.total_usd) for t, s in steps.items()} == {
+        "too_expensive": ("breached", "budget_usd", 0.0),
+        "too_big": ("breached", "max_gpus", 0.0),
+    }
 
 
 def test_budget_gate_fails_the_run_when_the_sum_is_over(dagfile, simulated_gpu, capsys):

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 def gate(args: argparse.Namespace) -> Any:
     """Load the policy and the runs, evaluate; raises ConfigError on bad input."""
     from mlcost.gate import records as rec
-    from mlcost.gate.policies import evaluate
+    from mlcost.gate.policies import ERROR, evaluate
     from mlcost.policy import Policy
 
     policy = Policy.load(args.policy) if args.policy else Policy.load()
@@ -127,16 +127,32 @@ def gate(args: argparse.Namespace) -> Any:
         result = evaluate(policy, runs, baseline)
     result.sources = sources
     for path in args.pipeline:
-        result.findings += check_pipeline_file(path, policy)
-        result.sources.append(f"pipeline {path}")
+        name, findings = check_pipeline_file(path, policy)
+        result.findings += findings
+        result.sources.append(f"pipeline {name} ({path})")
+        result.pipelines_checked += 1
+    result.findings.sort(key=lambda f: (f.severity != ERROR, f.policy, f.subject))
     return result
 
 
-def check_pipeline_file(path: str, policy: Any) -> list[Any]:
+# The rules of mlcost.components.inspect.check_pipeline, as the policy keys that set their limits.
+_PIPELINE_RULES = {
+    "max_gpus_per_task": "cluster.max_gpus",  # one task instance asks for more
+    "max_gpus": "cluster.max_gpus",  # peak concurrent GPUs of the run
+    "budget_usd": "budgets.run_usd",
+    "allowed_gpu_types": "cluster.allowed_gpu_types",
+}
+_PER_TASK_RULES = {"max_gpus_per_task", "allowed_gpu_types"}
+
+
+def check_pipeline_file(path: str, policy: Any) -> tuple[str, list[Any]]:
     """Preflight a compiled KFP pipeline with the Kubeflow adapter's inspector (imported lazily:
-    the core never imports an adapter at module level)."""
+    the core never imports an adapter at module level). Returns the pipeline's name and the findings.
+
+    Tasks are priced only when a ``run_usd`` budget (enforced or under ``[warn]``) needs it, so the
+    GPU-count and GPU-type policies work on pipelines whose GPU model the spec does not name.
+    """
     from mlcost.gate.policies import ERROR, WARNING, Finding
-    from mlcost.pricing.catalog import PriceCatalog
 
     try:
         inspect = importlib.import_module("mlcost.components.inspect")
@@ -144,12 +160,23 @@ def check_pipeline_file(path: str, policy: Any) -> list[Any]:
         raise ConfigError(
             f"checking a pipeline needs the Kubeflow adapter (pip install 'mlcost[kfp]'): {e}", field="--pipeline"
         ) from e
-    catalog = PriceCatalog.load()
+    price = None
+    if policy.budgets.run_usd is not None or policy.warn.budgets.run_usd is not None:
+        if policy.budgets.max_duration is None:
+            raise ConfigError(
+                "a compiled pipeline's cost is projected as GPUs × budgets.max_duration × price, so "
+                'budgets.run_usd needs budgets.max_duration (e.g. max_duration = "2h")',
+                source=policy.source,
+                field="budgets.max_duration",
+            )
+        from mlcost.pricing.catalog import PriceCatalog
+
+        catalog = PriceCatalog.load()
+        price = catalog.gpu_hour_usd
     report = inspect.inspect_pipeline(
-        path,
-        price_per_gpu_hour=lambda gpu_type, pricing="on_demand": catalog.gpu_hour_usd(gpu_type, pricing),
-        max_duration_s=policy.budgets.max_duration,
+        path, price_per_gpu_hour=price, default_max_duration_s=policy.budgets.max_duration
     )
+    subject = f"pipeline {report.pipeline_name}"
     findings: list[Finding] = []
     for severity, limits, prefix in ((ERROR, policy, ""), (WARNING, policy.warn, "warn.")):
         violations = inspect.check_pipeline(
@@ -159,20 +186,20 @@ def check_pipeline_file(path: str, policy: Any) -> list[Any]:
             allowed_gpu_types=limits.cluster.allowed_gpu_types,
         )
         for v in violations:
-            key = prefix + str(getattr(v, "policy", None) or getattr(v, "kind", None) or "pipeline")
+            key = prefix + _PIPELINE_RULES[v.rule]
+            per_task = v.rule in _PER_TASK_RULES
             findings.append(
                 Finding(
                     policy=key,
                     severity=severity,
-                    subject=f"pipeline {os.path.basename(path)}"
-                    + (f", task {v.task}" if getattr(v, "task", None) else ""),
-                    observed=getattr(v, "observed", None),
-                    limit=getattr(v, "limit", None),
+                    subject=f"{subject}, task {v.tasks[0]}" if per_task else subject,
+                    observed=v.observed,
+                    limit=v.limit,
                     origin=policy.origin(key),
-                    message=str(getattr(v, "message", None) or v),
+                    message=v.message,
                 )
             )
-    return findings
+    return report.pipeline_name, findings
 
 
 def _emit(result: Any, args: argparse.Namespace) -> None:

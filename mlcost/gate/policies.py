@@ -71,6 +71,7 @@ class GateResult:
     findings: list[Finding] = field(default_factory=list)
     models: list[ModelCost] = field(default_factory=list)
     runs_checked: int = 0
+    pipelines_checked: int = 0  # compiled KFP pipelines preflighted (``--pipeline``)
     total_usd: float = 0.0
     sources: list[str] = field(default_factory=list)
     policy_source: str = ""

@@ -43,10 +43,10 @@ def summary_line(result: GateResult) -> str:
 def hint(result: GateResult) -> str | None:
     if result.errors:
         return (
-            f"hint: fix the runs named above, or change the limit where it is set ({result.errors[0].origin}); "
+            f"hint: fix what is named above, or change the limit where it is set ({result.errors[0].origin}); "
             "a limit under [warn.*] reports without failing."
         )
-    if result.runs_checked == 0:
+    if result.runs_checked == 0 and not result.pipelines_checked:
         return "hint: no metered runs matched; check --experiment / --filter / --ledger."
     return None
 
@@ -65,9 +65,14 @@ def to_markdown(result: GateResult) -> str:
         ExitStatus.BREACHED: "❌ policy breached",
     }[status]
     lines = [f"## mlcost gate: {head}", ""]
+    checked = []
+    if result.runs_checked or not result.pipelines_checked:
+        checked.append(f"{_plural(result.runs_checked, 'metered run')} (total {_usd(result.total_usd)})")
+    if result.pipelines_checked:
+        checked.append(_plural(result.pipelines_checked, "compiled pipeline"))
     lines.append(
-        f"Checked {_plural(result.runs_checked, 'metered run')} (total {_usd(result.total_usd)}) from "
-        f"{'; '.join(result.sources) or 'no source'} against {result.policy_source}."
+        f"Checked {' and '.join(checked)} from {'; '.join(result.sources) or 'no source'} "
+        f"against {result.policy_source}."
     )
     lines.append("")
     if result.findings:
@@ -106,6 +111,7 @@ def to_json(result: GateResult) -> str:
         "status": {ExitStatus.OK: "pass", ExitStatus.BREACHED: "fail"}[status],
         "exit_code": int(status),
         "runs_checked": result.runs_checked,
+        "pipelines_checked": result.pipelines_checked,
         "total_usd": result.total_usd,
         "sources": result.sources,
         "policy": result.policy_source,

@@ -118,6 +118,7 @@ class Meter:
         mlflow_run_id: str | None = None,
         mlflow_parent_run_id: str | None = None,
         mlflow_timeout_s: float = 15.0,
+        tracking_uri: str | None = None,
     ) -> None:
         self.policy = policy if isinstance(policy, Policy) else Policy.load(policy)
         self.catalog = catalog if isinstance(catalog, PriceCatalog) else PriceCatalog.load(catalog)
@@ -148,6 +149,7 @@ class Meter:
             self.context.setdefault("nodes", str(nodes))  # the gate's max_nodes policy reads it
         self.experiment, self.mlflow_run_id, self.mlflow_parent_run_id = experiment, mlflow_run_id, mlflow_parent_run_id
         self.mlflow_timeout_s = mlflow_timeout_s
+        self.tracking_uri = tracking_uri  # default: MLflow's own (MLFLOW_TRACKING_URI)
         self.step_id = uuid.uuid4().hex
         self.cost: StepCost | None = None  # set when the step ends
         self.breach: GuardrailBreached | None = None
@@ -159,6 +161,7 @@ class Meter:
         self._exiting = False
         self._interrupts_sent = 0
         self._last_checkpoint = self._last_flush = 0.0
+        self._flush_thread: threading.Thread | None = None
         self._spend_deadline_s = math.inf  # elapsed seconds before which budget and duration cannot breach
 
     # public while running ---------------------------------------------------------------------
@@ -287,13 +290,21 @@ class Meter:
         if now - self._last_checkpoint >= CHECKPOINT_EVERY_S:
             self._last_checkpoint = now
             self._write_ledger(self._record(STATUS_RUNNING, sampler.usage()))
-        if now - self._last_flush >= MLFLOW_FLUSH_EVERY_S and self._mlflow_enabled():
+        flushing = self._flush_thread is not None and self._flush_thread.is_alive()
+        if now - self._last_flush >= MLFLOW_FLUSH_EVERY_S and not flushing and not self._exiting:
+            if not self._mlflow_enabled():
+                return
             self._last_flush = now
             from mlcost.sinks.mlflow_sink import flush_running
 
-            threading.Thread(
-                target=flush_running, args=(self._record(STATUS_RUNNING, sampler.usage()),), daemon=True
-            ).start()
+            self._flush_thread = threading.Thread(
+                target=flush_running,
+                args=(self._record(STATUS_RUNNING, sampler.usage()),),
+                kwargs=self._mlflow_target(),
+                name="mlcost-mlflow-flush",
+                daemon=True,
+            )
+            self._flush_thread.start()
 
     def _record(self, status: str, usage: Usage, error: str | None = None) -> StepCost:
         reasons = list(usage.degraded_reasons)
@@ -354,7 +365,9 @@ class Meter:
             if self.cost is not None:
                 return self.cost
             assert self._sampler is not None, "the meter was never entered"
-            usage = self._sampler.stop()
+            usage = self._sampler.stop()  # joins the sampler thread: no flush starts after this
+            if self._flush_thread is not None:  # a flush's running figures must be older than the end's
+                self._flush_thread.join(self.mlflow_timeout_s)
             step = self._record(status, usage, error)
             self.cost = step
             self._write_ledger(step, series=self._sampler.series())
@@ -365,10 +378,8 @@ class Meter:
                     step,
                     self._sampler.series(),
                     ledger=self.ledger,
-                    experiment=self.experiment,
-                    run_id=self.mlflow_run_id,
-                    parent_run_id=self.mlflow_parent_run_id,
                     timeout_s=self.mlflow_timeout_s,
+                    **self._mlflow_target(),
                 )
                 if run_id:
                     self.cost = step.model_copy(update={"mlflow_run_id": run_id})
@@ -395,20 +406,31 @@ class Meter:
         self.cost = self._record(STATUS_BREACHED, usage, error=str(refusal))
         self._write_ledger(self.cost)
 
+    def _mlflow_target(self) -> dict[str, Any]:
+        """Where this step's MLflow run is: the same for the periodic flush and the final log, so
+        both land on one run."""
+        return {
+            "experiment": self.experiment,
+            "run_id": self.mlflow_run_id,
+            "parent_run_id": self.mlflow_parent_run_id,
+            "tracking_uri": self.tracking_uri,
+        }
+
     def _mlflow_enabled(self) -> bool:
         """MLflow is used when configured: a run to log into, an active run of the user's (only
         looked for when mlflow is already imported: we never import it to find out), or a
-        tracking URI. An active run wins over a new one, so cost lands on the training run."""
+        tracking URI. An active run wins over a new one, so cost lands on the training run, unless
+        ``tracking_uri`` names another server than the one the active run lives on."""
         if self.mlflow_run_id:
             return True
         import sys
 
         mlflow = sys.modules.get("mlflow")
         active = mlflow.active_run() if mlflow is not None and hasattr(mlflow, "active_run") else None
-        if active is not None:
+        if active is not None and self.tracking_uri in (None, mlflow.get_tracking_uri()):
             self.mlflow_run_id = active.info.run_id
             return True
-        return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+        return bool(self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
     def _write_ledger(self, step: StepCost, series: dict[str, Any] | None = None) -> None:
         try:

@@ -203,6 +203,7 @@ class MeteredOperator(BaseOperator):
                 context=step_context,
                 experiment=self.experiment if parent is None else self._experiment_name(),
                 mlflow_parent_run_id=parent,
+                tracking_uri=self._tracking_uri(),
             )
         except ConfigError as e:  # a bad argument or policy file does not get better on retry
             raise AirflowFailException(f"mlcost: task {ti.task_id!r} is misconfigured: {e}") from e
@@ -227,8 +228,9 @@ class MeteredOperator(BaseOperator):
         return self._resolved_uri
 
     def _export_tracking_uri(self) -> Callable[[], None]:
-        """The meter's MLflow sink reads ``MLFLOW_TRACKING_URI``; a URI from a connection or the
-        Airflow config is exported for the duration of the task and the old value put back."""
+        """The meter gets the URI as ``tracking_uri``; it is also exported as ``MLFLOW_TRACKING_URI``
+        for the duration of the task (the old value put back), so the task's own ``mlflow`` calls
+        reach the same server as its cost."""
         uri = self._tracking_uri()
         previous = os.environ.get(ENV_MLFLOW_TRACKING_URI)
         if not uri or uri == previous:

@@ -3,7 +3,7 @@
     mlcost gate [--policy FILE] [--experiment NAME ...] [--filter "MLflow filter"] [--ledger PATH]
                 [--pipeline FILE ...] [--format markdown|json] [--engine python|gx]
 
-Exit codes (one enum, :class:`mlcost.gate.policies.ExitStatus`): 0 within policy, 1 a policy is
+Exit codes (one enum for every command, :class:`mlcost.exit_status.ExitStatus`): 0 within policy, 1 a policy is
 breached, 2 bad input (file, policy, experiment, query). Cheap to import: MLflow, pandas and Great
 Expectations are imported inside the command.
 """
@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlcost.gate.policies import ExitStatus, exit_status
+    from mlcost.exit_status import ExitStatus
+    from mlcost.gate.policies import exit_status
 
     try:
         result = gate(args)

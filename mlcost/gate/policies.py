@@ -10,21 +10,13 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from enum import IntEnum
 from typing import Any
 
+from mlcost.exit_status import ExitStatus
 from mlcost.gate.records import RunRecord
 from mlcost.policy import Limits, Policy
 
 ERROR, WARNING = "error", "warning"
-
-
-class ExitStatus(IntEnum):
-    """The gate's exit codes (ruff's convention), decided only by :func:`exit_status`."""
-
-    OK = 0  # within policy (warnings allowed)
-    BREACHED = 1  # a policy is breached
-    BAD_INPUT = 2  # a file, policy, experiment or query is wrong
 
 
 @dataclass(frozen=True, slots=True)

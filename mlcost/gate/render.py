@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlcost.gate.policies import ERROR, ExitStatus, Finding, GateResult, exit_status
+from mlcost.exit_status import ExitStatus
+from mlcost.gate.policies import ERROR, Finding, GateResult, exit_status
 
 
 def _fmt(value: Any, policy: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlcost.cli import main
-from mlcost.gate.policies import ExitStatus
+from mlcost.exit_status import ExitStatus
 from mlcost.pricing.catalog import PriceCatalog
 
 pytest.importorskip("kfp")

@@ -58,6 +58,28 @@ def test_logging_into_the_callers_active_run(mlflow_uri, monkeypatch):
     assert "cost_usd" in data.metrics and data.tags["mlcost.telemetry"] == "none"
 
 
+def test_periodic_flushes_and_the_final_log_share_one_run_on_the_given_server(tmp_path, simulated_gpu, monkeypatch):
+    """A long step is flushed to MLflow while it runs; flushes and the end must land on the same
+    run, in the step's experiment, on the server passed as ``tracking_uri`` (no env variable)."""
+    import importlib
+    import time
+
+    # (``mlcost.meter`` the attribute is the function; the module is reached through importlib)
+    monkeypatch.setattr(importlib.import_module("mlcost.meter"), "MLFLOW_FLUSH_EVERY_S", 0.1)
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    with meter("train", gpu_type="H100", interval=0.02, experiment="ranker", tracking_uri=uri) as m:
+        deadline = time.monotonic() + 30
+        while not _runs(uri, "ranker") and time.monotonic() < deadline:  # a flush created the run
+            time.sleep(0.05)
+        (flushed,) = _runs(uri, "ranker")
+        assert flushed.info.status == "RUNNING" and flushed.data.tags["mlcost.status"] == "running"
+        time.sleep(0.3)
+    (run,) = _runs(uri, "ranker")
+    assert run.info.run_id == flushed.info.run_id == m.cost.mlflow_run_id
+    assert run.info.status == "FINISHED" and run.data.metrics["cost_usd"] == pytest.approx(m.cost.total_usd)
+    assert _runs(uri) == []  # nothing strayed into the default experiment
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -67,7 +67,7 @@ def measure_floor(devices: int, interval: float, seconds: float) -> tuple[float,
 
 def measure_mlcost(devices: int, interval: float, seconds: float) -> tuple[float, int]:
     """The full meter: NVML backend over the stand-in, host sampler, live guardrails each sample."""
-    from mlcost.meter import Meter
+    from mlcost.metering import Meter
     from mlcost.telemetry.nvml import NvmlBackend
 
     backend = NvmlBackend(nvml=_simulated_nvml(devices), telemetry="simulated")

@@ -28,6 +28,7 @@ does not hold: both branches of a ``dsl.If``/``Elif`` count, and so does an exit
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -640,7 +641,7 @@ class _Walker:
         accelerator = str(accelerator) if accelerator else None
         gpu_type = canonical_gpu_type(accelerator) if accelerator else None
         if gpu_type is None and count:
-            gpu_type = self._node_selector_type(label)
+            gpu_type = self._node_selector_type(label) or _metered_gpu_type(executor)
 
         def qty(keys: tuple[str, str], what: str, scale: float) -> float | None:
             got = value(resources, keys[0], what=what)
@@ -673,6 +674,29 @@ class _Walker:
             if isinstance(labels.get(key), str):
                 return canonical_gpu_type(labels[key])
         return None
+
+
+_RUN_METERED_CALL = re.compile(r"^\s*return (run_metered\(.*\))\s*$", re.MULTILINE)
+
+
+def _metered_gpu_type(executor: Mapping[str, Any]) -> str | None:
+    """The ``gpu_type=`` a ``metered_component`` declared: its generated wrapper, in the executor's
+    command, calls ``run_metered(body, {...config...}, ...)`` with the config as a literal. A task
+    that asks only for a generic ``nvidia.com/gpu`` is then still typed, so it can be priced and
+    checked against ``allowed_gpu_types``."""
+    container = executor.get("container") or {}
+    for text in [*(container.get("command") or []), *(container.get("args") or [])]:
+        if not isinstance(text, str) or "run_metered(" not in text:
+            continue
+        for match in _RUN_METERED_CALL.finditer(text):
+            try:
+                call = ast.parse(match.group(1), mode="eval").body
+                config = ast.literal_eval(call.args[1])  # type: ignore[attr-defined]
+            except (SyntaxError, ValueError, IndexError, AttributeError):
+                continue
+            if isinstance(config, dict) and isinstance(config.get("gpu_type"), str):
+                return canonical_gpu_type(config["gpu_type"]) or config["gpu_type"]
+    return None
 
 
 def _defaults(component: dict[str, Any]) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def metered_component(
 def _validate(config: dict[str, Any]) -> None:
     """Fail at pipeline-definition time, not in the pod: the meter's own checks (the policy file is
     the pod's, so only the arguments are checked here)."""
-    from mlcost.meter import check_step_arguments
+    from mlcost.metering import check_step_arguments
     from mlcost.policy import Policy
     from mlcost.pricing.catalog import PriceCatalog
 

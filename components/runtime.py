@@ -21,7 +21,7 @@ def run_metered(body: Callable[..., Any], config: dict[str, Any], metrics: Any, 
     shows what a failed step spent. Inside a KFP run with MLflow enabled, ``MLFLOW_RUN_ID`` is the
     run the step logs into.
     """
-    from mlcost.meter import Meter
+    from mlcost.metering import Meter
 
     config = dict(config)
     config.setdefault("run_key", os.environ.get("MLCOST_RUN_KEY") or _kfp_run_key())

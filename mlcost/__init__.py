@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "meter": "mlcost.meter",
-    "metered": "mlcost.meter",
-    "Meter": "mlcost.meter",
+    "meter": "mlcost.metering",
+    "metered": "mlcost.metering",
+    "Meter": "mlcost.metering",
     "StepCost": "mlcost.step",
     "PriceCatalog": "mlcost.pricing.catalog",
     "Policy": "mlcost.policy",
@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
         PreflightRefused,
         UnknownGpuType,
     )
-    from mlcost.meter import Meter, meter, metered
+    from mlcost.metering import Meter, meter, metered
     from mlcost.policy import Policy
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.step import StepCost

@@ -1,10 +1,10 @@
 """``MeteredOperator``: run a python callable, or another operator, inside mlcost's meter.
 
-The meter (``mlcost.meter``) does the measuring, pricing, stopping and recording; this operator only
-maps it onto Airflow: the step is named after the task, grouped by DAG run (``run_key``), logged to
-MLflow as one run per task instance nested under one run per DAG run, its ``StepCost`` pushed to
-XCom, and a guardrail breach turned into ``AirflowFailException`` so the task fails *without retry*
-(a retry would only spend the same money again).
+The meter (``mlcost.meter()``, in ``mlcost.metering``) does the measuring, pricing, stopping and
+recording; this operator only maps it onto Airflow: the step is named after the task, grouped by
+DAG run (``run_key``), logged to MLflow as one run per task instance nested under one run per DAG
+run, its ``StepCost`` pushed to XCom, and a guardrail breach turned into ``AirflowFailException``
+so the task fails *without retry* (a retry would only spend the same money again).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused
 from mlcost.names import ENV_MLFLOW_TRACKING_URI
 
 if TYPE_CHECKING:
-    from mlcost.meter import Meter
+    from mlcost.metering import Meter
     from mlcost.step import StepCost
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class MeteredOperator(BaseOperator):
         return self.python_callable(*self.op_args, **kwargs)
 
     def _build_meter(self, context: Context) -> Meter:
-        from mlcost.meter import Meter
+        from mlcost.metering import Meter
 
         ti = context["ti"]
         dag_id, run_id = ti.dag_id, ti.run_id

@@ -192,3 +192,15 @@ def test_a_step_killed_half_way_leaves_its_record(simulated_gpu, sig, status, co
     assert step.name == "long" and step.status == status
     if sig == signal.SIGTERM:
         assert step.error == "SIGTERM" and step.duration_s >= 0.3 and step.total_usd > 0
+
+
+def test_the_public_meter_is_the_function_whatever_was_imported_first():
+    """Adapters import the meter's module before user code runs; ``from mlcost import meter`` must
+    still give the context manager (a submodule of the same name would shadow it)."""
+    code = (
+        "import mlcost.metering, mlcost.operators.metered\n"
+        "from mlcost import meter, metered, Meter\n"
+        "assert callable(meter) and meter.__module__ == 'mlcost.metering', meter\n"
+        "assert isinstance(meter('train', gpus=0), Meter) and callable(metered())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MLCOST_GPU_BACKEND": "none"})

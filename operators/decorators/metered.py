@@ -34,7 +34,7 @@ def metered_task(
     python_callable: Callable[..., Any] | None = None, multiple_outputs: bool | None = None, **kwargs: Any
 ):
     """``@task.metered(gpus=2, gpu_type="H100", budget_usd=40, max_duration="2h", idle_timeout="15m",
-    tags={"team": "search", "model": "ranker"})``: the keywords of ``mlcost.meter`` plus any operator
+    tags={"team": "search", "model": "ranker"})``: the keywords of ``mlcost.meter()`` plus any operator
     argument. The return value is the task's XCom; the step's cost is under the XCom key ``mlcost_cost``.
     """
     return task_decorator_factory(

@@ -5,6 +5,7 @@ here rather than inside the tests. Nothing here runs: the pipelines are only com
 """
 
 from kfp import dsl
+from mlcost.components import metered_component
 
 _IMAGE = "python:3.11"  # explicit, so kfp does not warn about its future default image
 
@@ -95,3 +96,14 @@ def loop_over_output() -> None:
     shards = list_shards()
     with dsl.ParallelFor(shards.output) as s:
         train(x=s).set_accelerator_type("L4").set_accelerator_limit(1)
+
+
+@metered_component(gpus=2, gpu_type="H100", tags={"team": "search"}, base_image=_IMAGE)
+def metered_train(x: int) -> int:
+    return x
+
+
+@dsl.pipeline(name="metered-generic-gpu")
+def metered_generic_gpu() -> None:
+    """A metered component on a generic ``nvidia.com/gpu``: the type comes from the meter's config."""
+    metered_train(x=1)

@@ -56,6 +56,7 @@ def compiled(tmp_path_factory) -> dict[str, Path]:
         "untyped_for_k8s",
         "diamond",
         "loop_over_output",
+        "metered_generic_gpu",
     ]
     paths = {}
     for name in names:
@@ -94,6 +95,17 @@ def test_only_a_limit_has_no_type_so_the_default_type_applies(compiled):
     assert (task.cpu_request, task.cpu_limit) == (0.5, 8.0)
     assert task.memory_limit_gb == pytest.approx(32.0)
     assert task.memory_request_gb == pytest.approx(16 * 2**30 / 1e9)
+
+
+def test_a_metered_component_on_a_generic_gpu_is_typed_by_its_meter(compiled):
+    (task,) = inspect_pipeline(compiled["metered_generic_gpu"]).tasks
+    assert (task.accelerator, task.gpus_per_instance, task.gpu_type) == ("nvidia.com/gpu", 2, "H100")
+    priced = inspect_pipeline(
+        compiled["metered_generic_gpu"], price_per_gpu_hour=PRICES.__getitem__, default_max_duration_s=3600
+    )
+    assert priced.projected_cost_usd == pytest.approx(2 * PRICES["H100"])
+    violations = check_pipeline(priced, allowed_gpu_types=["L4"])
+    assert [(v.rule, v.observed) for v in violations] == [("allowed_gpu_types", "H100")]
 
 
 def test_untyped_gpus_cannot_be_priced_without_a_default_type(compiled):

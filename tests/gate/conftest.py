@@ -1,6 +1,6 @@
 """One real MLflow SQLite store, populated once per session by real metered steps.
 
-The steps go through ``mlcost.meter`` end to end (sampler, pricing, ledger, MLflow sink); only the GPU
+The steps go through ``mlcost.meter()`` end to end (sampler, pricing, ledger, MLflow sink); only the GPU
 is simulated: the NVML backend over a simulated NVML with a constant-utilisation trace, so the idle
 share is known exactly. Costs differ by the allocation (GPUs), with equal sleep times, so a
 +30% / +5% change of cost is a +30% / +5% change of GPUs.

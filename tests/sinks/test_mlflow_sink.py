@@ -64,8 +64,8 @@ def test_periodic_flushes_and_the_final_log_share_one_run_on_the_given_server(tm
     import importlib
     import time
 
-    # (``mlcost.meter`` the attribute is the function; the module is reached through importlib)
-    monkeypatch.setattr(importlib.import_module("mlcost.meter"), "MLFLOW_FLUSH_EVERY_S", 0.1)
+    # the module that holds the meter is mlcost.metering
+    monkeypatch.setattr(importlib.import_module("mlcost.metering"), "MLFLOW_FLUSH_EVERY_S", 0.1)
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     with meter("train", gpu_type="H100", interval=0.02, experiment="ranker", tracking_uri=uri) as m:
         deadline = time.monotonic() + 30

@@ -1,5 +1,8 @@
 """``meter``: the one context manager every adapter wraps.
 
+(The module is ``metering``, not ``meter``: a submodule named like the function ``mlcost.meter``
+would replace it on the package the moment anything imported the submodule first.)
+
 Sampler -> Usage -> Cost -> Guardrails -> Sinks, for one step. Airflow's ``@task.metered``,
 Kubeflow's ``metered_component`` and plain Python all go through here, so a step is measured,
 priced, stopped and recorded the same way wherever it runs.

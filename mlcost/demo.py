@@ -23,7 +23,8 @@ DAG_FILE = "mlcost_demo.py"
 
 
 def demo_dag_file() -> Path:
-    """The example DAG: ``dags/`` of the source checkout (``pip install -e``)."""
+    """The example DAG: ``dags/`` of the source checkout (``pip install -e``), else the copy a wheel
+    installs under ``<prefix>/share/mlcost/dags``."""
     candidates = [
         Path(__file__).resolve().parent.parent / "dags" / DAG_FILE,
         Path(sys.prefix) / "share" / "mlcost" / "dags" / DAG_FILE,

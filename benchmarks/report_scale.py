@@ -28,8 +28,17 @@ def build_ledger(path: Path, rows: int) -> None:
     names = [f"step{i:03d}" for i in range(500)]
     teams, workloads = ["search", "ads", "vision", "nlp", "growth"], ["training", "inference", "evaluation", "data"]
     t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    cols = list(COLUMNS)
-    batch = []
+    cols = [c for c in COLUMNS if c != "record"]
+    batch, records = [], []
+    device = {
+        "uuid": "GPU-5e1f0000-aaaa-4bbb-8ccc-000000000000", "name": "NVIDIA H100 80GB HBM3", "gpu_type": "H100",
+        "mig_profile": None, "seconds": 1800.0, "samples": 1800, "util_mean_pct": 71.3, "util_peak_pct": 99.0,
+        "nvml_util_mean_pct": 96.2, "sm_active_mean_pct": 71.3, "tensor_active_mean_pct": 42.8, "mem_peak_gb": 71.2,
+        "mem_total_gb": 79.6, "power_mean_w": 598.4, "power_peak_w": 688.1, "energy_kwh": 0.2992,
+        "energy_method": "counter", "power_integrated_kwh": 0.2987, "idle_seconds": 92.5, "temperature_peak_c": 71.0,
+        "sm_clock_mean_mhz": 1980.0, "lost_at_s": None,
+    }  # fmt: skip
+    host = {"cpu_mean_pct": 312.5, "cpu_peak_pct": 790.0, "rss_peak_gb": 31.4, "cpu_count": 64}
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA synchronous=OFF")
         for i in range(rows):
@@ -39,7 +48,6 @@ def build_ledger(path: Path, rows: int) -> None:
             cost = gpus * hours * 12.29 * (5 if rng.random() < 0.001 else 1)
             idle = rng.random() * 0.5
             start = (t0 + timedelta(seconds=i * 30)).isoformat()
-            rec = {"step_id": f"b{i:08d}", "name": name, "started_at": start}
             values = {
                 "step_id": f"b{i:08d}", "name": name, "status": "succeeded", "source": "meter", "started_at": start,
                 "ended_at": start, "duration_s": hours * 3600, "gpus": gpus, "gpu_type": "H100", "pricing": "on_demand",
@@ -48,14 +56,23 @@ def build_ledger(path: Path, rows: int) -> None:
                 "energy_usd": 0.0, "energy_kwh": None, "spot_whatif_usd": cost * 0.26, "gpu_hours": gpus * hours,
                 "util_mean_pct": 100 * (1 - idle), "mem_peak_gb": 40.0, "idle_fraction": idle,
                 "host_cpu_mean_pct": 50.0, "telemetry": "simulated", "simulated": 1, "samples": 100,
-                "record": json.dumps(rec),
             }  # fmt: skip
+            # the full record as the meter writes it (per-device usage, host, tags, context): ~2 KB,
+            # so the table is as wide on disk as a real ledger's
+            values["record"] = json.dumps({
+                **values, "devices": [{**device, "index": d} for d in range(gpus)], "host": host,
+                "tags": {"team": values["team"], "project": values["project"], "model": values["model"]},
+                "context": {"dag_id": "train_ranker", "task_id": name, "run_id": values["run_key"], "try_number": "1"},
+                "degraded_reasons": [], "breach": None, "util_signal": "gpm_sm_activity", "energy_method": "counter",
+            }, separators=(",", ":"))  # fmt: skip
             batch.append(tuple(values[c] for c in cols))
-            if len(batch) == 50000:
-                conn.executemany(f"INSERT INTO steps ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", batch)
+            records.append((values["step_id"], values["record"]))
+            if len(batch) == 50000 or i == rows - 1:
+                conn.executemany(f"INSERT INTO step_figures ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                 batch)  # fmt: skip
+                conn.executemany("INSERT INTO step_records (step_id, record) VALUES (?, ?)", records)
                 batch.clear()
-        if batch:
-            conn.executemany(f"INSERT INTO steps ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", batch)
+                records.clear()
 
 
 def build_mlflow(uri: str, runs: int) -> None:

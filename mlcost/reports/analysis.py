@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlcost.errors import ConfigError
+from mlcost.sinks.ledger import FIGURES_TABLE
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -68,7 +69,7 @@ def chargeback(ledger: Ledger, period: Period, by: tuple[str, ...] = ("team",)) 
     df = _frame(
         ledger,
         f"SELECT {cols}, COUNT(*) AS steps, SUM(gpu_hours) AS gpu_hours, SUM(total_usd) AS total_usd, "
-        f"SUM(idle_usd) AS idle_usd FROM steps {where} GROUP BY {', '.join(by)} ORDER BY total_usd DESC",
+        f"SUM(idle_usd) AS idle_usd FROM {FIGURES_TABLE} {where} GROUP BY {', '.join(by)} ORDER BY total_usd DESC",
         args,
     )
     total = df["total_usd"].sum()
@@ -86,7 +87,7 @@ def idle_waste(ledger: Ledger, period: Period, by: str = "team") -> pd.DataFrame
         ledger,
         f"SELECT COALESCE({by}, '(untagged)') AS {by}, COUNT(*) AS steps, "
         "SUM(gpu_hours * COALESCE(idle_fraction, 0)) AS idle_gpu_hours, SUM(gpu_hours) AS gpu_hours, "
-        f"SUM(idle_usd) AS idle_usd, SUM(total_usd) AS total_usd FROM steps {where} GROUP BY {by} "
+        f"SUM(idle_usd) AS idle_usd, SUM(total_usd) AS total_usd FROM {FIGURES_TABLE} {where} GROUP BY {by} "
         "ORDER BY idle_usd DESC",
         args,
     )
@@ -129,8 +130,9 @@ def unit_economics(ledger: Ledger, period: Period, outcomes: dict[str, float] | 
     out = pd.DataFrame(rows, columns=["model", "total_usd", "retrains", "usd_per_retrain", "inferences",
                                       "usd_per_1k_inferences"])  # fmt: skip
     if outcomes:
-        total = float(_frame(ledger, f"SELECT COALESCE(SUM(total_usd), 0) AS t FROM steps {period.where()[0]}",
-                             period.where()[1])["t"].iloc[0])  # fmt: skip
+        where, args = period.where()
+        total = float(_frame(ledger, f"SELECT COALESCE(SUM(total_usd), 0) AS t FROM {FIGURES_TABLE} {where}",
+                             args)["t"].iloc[0])  # fmt: skip
         for name, count in outcomes.items():
             out.attrs.setdefault("outcomes", {})[name] = {"count": count, "usd_per_unit": total / count}
     return out
@@ -160,7 +162,8 @@ def spot_whatif(ledger: Ledger, period: Period) -> pd.DataFrame:
     df = _frame(
         ledger,
         "SELECT workload, COALESCE(team, '(untagged)') AS team, COUNT(*) AS steps, SUM(total_usd) AS on_demand_usd, "
-        f"SUM(spot_whatif_usd) AS spot_usd FROM steps {where} GROUP BY workload, team ORDER BY on_demand_usd DESC",
+        f"SUM(spot_whatif_usd) AS spot_usd FROM {FIGURES_TABLE} {where} GROUP BY workload, team "
+        "ORDER BY on_demand_usd DESC",
         args,
     )
     df["saving_usd"] = (df["on_demand_usd"] - df["spot_usd"]).clip(lower=0)
@@ -192,7 +195,7 @@ def rightsizing(ledger: Ledger, period: Period, catalog: PriceCatalog) -> list[R
         "SELECT name, gpu_type, gpus, COUNT(*) AS runs, SUM(total_usd) AS cost_usd, MAX(mem_peak_gb) AS mem_peak_gb, "
         "SUM(util_mean_pct * gpu_hours) / NULLIF(SUM(CASE WHEN util_mean_pct IS NOT NULL THEN gpu_hours END), 0) "
         "AS util_pct, AVG(host_cpu_mean_pct) AS host_cpu_pct, MAX(json_array_length(record, '$.devices')) AS seen "
-        f"FROM steps {where} GROUP BY name, gpu_type, gpus ORDER BY cost_usd DESC",
+        f"FROM steps {where} GROUP BY name, gpu_type, gpus ORDER BY cost_usd DESC",  # the record: devices seen
         args,
     )
     out: list[Recommendation] = []
@@ -306,7 +309,7 @@ def anomalies(
         in_period = "(" + " AND ".join(parts) + ")"
     with ledger.connect() as conn:
         rows = conn.execute(
-            f"SELECT rowid, name, total_usd, gpu_hours, {in_period} FROM steps {where}", [*p_args, *args]
+            f"SELECT rowid, name, total_usd, gpu_hours, {in_period} FROM {FIGURES_TABLE} {where}", [*p_args, *args]
         ).fetchall()
     if not rows:
         return pd.DataFrame(columns=cols)
@@ -350,7 +353,7 @@ def anomalies(
         for i in range(0, len(wanted), 900):
             chunk = wanted[i : i + 900]
             details += conn.execute(
-                f"SELECT {detail_cols} FROM steps WHERE rowid IN ({','.join('?' * len(chunk))})", chunk
+                f"SELECT {detail_cols} FROM {FIGURES_TABLE} WHERE rowid IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall()
     info = pd.DataFrame.from_records(details, columns=[c.strip() for c in detail_cols.split(",")]).set_index("rowid")
     hist = info.loc[info.index.isin(set(hist_ids))]

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlcost.sinks.ledger import FIGURES_TABLE
+
 SUITE = "mlcost_ledger"
 
 
@@ -38,7 +40,7 @@ def ledger_frame(ledger: Any) -> Any:
     with ledger.connect() as conn:
         df = pd.read_sql_query(
             "SELECT step_id, name, run_key, status, started_at, ended_at, duration_s, gpus, gpu_type, "
-            "total_usd, idle_usd, compute_usd, gpu_hours, util_mean_pct, idle_fraction FROM steps "
+            f"total_usd, idle_usd, compute_usd, gpu_hours, util_mean_pct, idle_fraction FROM {FIGURES_TABLE} "
             "WHERE status != 'running'",
             conn,
         )

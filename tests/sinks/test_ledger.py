@@ -46,3 +46,40 @@ def test_the_file_is_plain_sqlite(tmp_path):
     ledger.write(_step())
     with sqlite3.connect(ledger.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0] == 1
+
+
+def test_figures_and_records_are_apart_and_the_steps_view_joins_them(tmp_path):
+    """The records (~2 KB each) are a separate table: aggregations scan the figures table alone,
+    or a report over a million steps reads gigabytes it does not use."""
+    from mlcost.sinks.ledger import FIGURES_TABLE
+
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.write(_step("a", "succeeded", total_usd=1.5))
+    columns = {r["name"] for r in ledger.rows(f"PRAGMA table_info({FIGURES_TABLE})")}
+    assert "record" not in columns and {"team", "total_usd", "run_key"} <= columns
+    (row,) = ledger.rows("SELECT total_usd, json_extract(record, '$.tags.model') AS model FROM steps")
+    assert (row["total_usd"], row["model"]) == (1.5, "ranker")
+
+
+def test_a_ledger_with_inline_records_is_migrated_once_and_loses_nothing(tmp_path):
+    """Ledgers written before the split had ``record`` as a column of a ``steps`` table."""
+    from mlcost.sinks.ledger import COLUMNS, _row
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE steps ({', '.join(f'{c} {t}' for c, t in COLUMNS.items())})")
+        conn.execute("CREATE INDEX steps_started ON steps(started_at)")
+        for step in (_step("a", "succeeded", total_usd=1.5), _step("b", "running", total_usd=0.5)):
+            row = _row(step)
+            conn.execute(f"INSERT INTO steps ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                         tuple(row.values()))
+    ledger = Ledger(path)
+    assert [(s.step_id, s.status, s.total_usd) for s in ledger.steps()] == [("a", "succeeded", 1.5),
+                                                                            ("b", "running", 0.5)]
+    ledger.write(_step("a", "killed", total_usd=9.0))  # still sealed after the move
+    ledger.write(_step("b", "succeeded", total_usd=2.0))  # a running row is still refreshed
+    assert (ledger.get("a").total_usd, ledger.get("b").status) == (1.5, "succeeded")
+    assert Ledger(path).rows("SELECT COUNT(*) AS n FROM steps")[0]["n"] == 2  # a second open: nothing to do
+    with sqlite3.connect(path) as conn:
+        kinds = dict(conn.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'step%'").fetchall())
+    assert kinds["steps"] == "view" and kinds["step_figures"] == kinds["step_records"] == "table"

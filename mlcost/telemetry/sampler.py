@@ -75,23 +75,42 @@ class BoundedSeries:
         ]
 
 
-class _DeviceAccumulator:
-    """Exact, time-weighted aggregates of one device (trapezoid rule between readings).
+class _TimeWeighted:
+    """The trapezoid integral of a signal read at irregular times: each span between two readings
+    carries the mean of its two ends. Unbiased whether the source is a trailing-window average (NVML
+    util, GPM) or instantaneous (power), and a reading missed (slow cadence, a failed call) only
+    makes one span longer."""
 
-    Runs once per device per sample on the sampler thread, so it keeps plain attributes and
-    no per-quantity dispatch: this is the hot loop the overhead benchmark measures.
-    """
+    __slots__ = ("last", "last_t", "seconds", "weighted")
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.last_t = self.weighted = self.seconds = 0.0
+
+    def add(self, t: float, value: float) -> float:
+        """Fold in a reading; returns the span it closed (0 for the first)."""
+        span = 0.0
+        if self.last is not None:
+            span = t - self.last_t
+            self.weighted += (self.last + value) / 2 * span
+            self.seconds += span
+        self.last, self.last_t = value, t
+        return span
+
+    @property
+    def mean(self) -> float | None:
+        return self.weighted / self.seconds if self.seconds > 0 else None
+
+
+class _DeviceAccumulator:
+    """Exact, time-weighted aggregates of one device (trapezoid rule between readings), peaks,
+    the energy counter's ends and bounded series."""
 
     def __init__(self, device: DeviceInfo, start: float, interval: float, threshold: float) -> None:
         self.device, self.threshold = device, threshold
         self.last_t: float | None = None
-        self.seconds = self.util_seconds = self.util_weighted = self.idle_seconds = 0.0
-        self.nvml_util_weighted = self.nvml_util_seconds = 0.0
-        self.sm_weighted = self.sm_seconds = self.tensor_weighted = self.tensor_seconds = 0.0
-        self.power_joules = self.power_seconds = 0.0
-        # previous reading of each quantity and its time (None: not read yet): a trapezoid's left end
-        self.prev_util = self.prev_nvml = self.prev_sm = self.prev_tensor = self.prev_power = None
-        self.prev_util_t = self.prev_nvml_t = self.prev_sm_t = self.prev_tensor_t = self.prev_power_t = 0.0
+        self.seconds = self.idle_seconds = 0.0
+        self.util, self.nvml_util, self.sm, self.tensor, self.power = (_TimeWeighted() for _ in range(5))
         self.prev_below = False
         self.util_peak = self.mem_peak = self.power_peak = None
         self.energy_first = self.energy_last = None
@@ -109,9 +128,8 @@ class _DeviceAccumulator:
         return {"util_pct": self.util_series, "mem_used_gb": self.mem_series, "power_w": self.power_series}
 
     def add(self, t: float, r: Any) -> None:
-        """Fold one reading in. Each integrated quantity keeps the time of its own last reading,
-        because slow signals (power beside an energy counter, NVML util beside GPM) and failed
-        reads leave gaps longer than one interval."""
+        """Fold one reading in (runs per device per sample: the hot loop the overhead benchmark
+        measures). Each integrated quantity keeps the time of its own last reading."""
         dt = 0.0 if self.last_t is None else t - self.last_t
         self.last_t = t
         self.samples += 1
@@ -119,12 +137,9 @@ class _DeviceAccumulator:
         util = r.util_pct
         if util is not None:
             below = util < self.threshold
-            if self.prev_util is not None:  # each end of the span carries half of it (trapezoid rule)
-                span = t - self.prev_util_t
-                self.util_weighted += (self.prev_util + util) / 2 * span
-                self.util_seconds += span
-                self.idle_seconds += span / 2 * (below + self.prev_below)
-            self.prev_util, self.prev_util_t, self.prev_below = util, t, below
+            span = self.util.add(t, util)
+            self.idle_seconds += span / 2 * (below + self.prev_below)  # the trapezoid rule for "idle"
+            self.prev_below = below
             if not below:
                 self.below_since = None
             elif self.below_since is None:
@@ -132,34 +147,15 @@ class _DeviceAccumulator:
             if self.util_peak is None or util > self.util_peak:
                 self.util_peak = util
             self.util_series.add(t, util)
-        sm = r.sm_active_pct
-        if sm is not None:
-            if self.prev_sm is not None:
-                span = t - self.prev_sm_t
-                self.sm_weighted += (self.prev_sm + sm) / 2 * span
-                self.sm_seconds += span
-            self.prev_sm, self.prev_sm_t = sm, t
-        tensor = r.tensor_active_pct
-        if tensor is not None:
-            if self.prev_tensor is not None:
-                span = t - self.prev_tensor_t
-                self.tensor_weighted += (self.prev_tensor + tensor) / 2 * span
-                self.tensor_seconds += span
-            self.prev_tensor, self.prev_tensor_t = tensor, t
-        nvml_util = r.nvml_util_pct
-        if nvml_util is not None:
-            if self.prev_nvml is not None:
-                span = t - self.prev_nvml_t
-                self.nvml_util_weighted += (self.prev_nvml + nvml_util) / 2 * span
-                self.nvml_util_seconds += span
-            self.prev_nvml, self.prev_nvml_t = nvml_util, t
+        if r.sm_active_pct is not None:
+            self.sm.add(t, r.sm_active_pct)
+        if r.tensor_active_pct is not None:
+            self.tensor.add(t, r.tensor_active_pct)
+        if r.nvml_util_pct is not None:
+            self.nvml_util.add(t, r.nvml_util_pct)
         power = r.power_w
         if power is not None:
-            if self.prev_power is not None:
-                span = t - self.prev_power_t
-                self.power_joules += (self.prev_power + power) / 2 * span
-                self.power_seconds += span
-            self.prev_power, self.prev_power_t = power, t
+            self.power.add(t, power)
             if self.power_peak is None or power > self.power_peak:
                 self.power_peak = power
             self.power_series.add(t, power)
@@ -185,14 +181,10 @@ class _DeviceAccumulator:
 
     def usage(self, start: float) -> DeviceUsage:
         d = self.device
-
-        def mean(weighted: float, seconds: float) -> float | None:
-            return weighted / seconds if seconds > 0 else None
-
         if self.energy_first is not None and self.energy_last is not None and self.seconds > 0:
             energy, method = (self.energy_last - self.energy_first) / _MJ_PER_KWH, ENERGY_COUNTER
-        elif self.power_seconds > 0:
-            energy, method = self.power_joules / _J_PER_KWH, ENERGY_INTEGRATED
+        elif self.power.seconds > 0:
+            energy, method = self.power.weighted / _J_PER_KWH, ENERGY_INTEGRATED
         else:
             energy, method = None, ENERGY_NONE
         return DeviceUsage(
@@ -203,18 +195,18 @@ class _DeviceAccumulator:
             mig_profile=d.mig_profile,
             seconds=self.seconds,
             samples=self.samples,
-            util_mean_pct=mean(self.util_weighted, self.util_seconds),
+            util_mean_pct=self.util.mean,
             util_peak_pct=self.util_peak,
-            nvml_util_mean_pct=mean(self.nvml_util_weighted, self.nvml_util_seconds),
-            sm_active_mean_pct=mean(self.sm_weighted, self.sm_seconds),
-            tensor_active_mean_pct=mean(self.tensor_weighted, self.tensor_seconds),
+            nvml_util_mean_pct=self.nvml_util.mean,
+            sm_active_mean_pct=self.sm.mean,
+            tensor_active_mean_pct=self.tensor.mean,
             mem_peak_gb=self.mem_peak,
             mem_total_gb=d.mem_total_gb,
-            power_mean_w=mean(self.power_joules, self.power_seconds),
+            power_mean_w=self.power.mean,
             power_peak_w=self.power_peak,
             energy_kwh=energy,
             energy_method=method,
-            power_integrated_kwh=self.power_joules / _J_PER_KWH if self.power_seconds > 0 else None,
+            power_integrated_kwh=self.power.weighted / _J_PER_KWH if self.power.seconds > 0 else None,
             idle_seconds=self.idle_seconds,
             temperature_peak_c=self.temperature_peak,
             sm_clock_mean_mhz=self.clock_sum / self.clock_reads if self.clock_reads else None,

@@ -70,7 +70,10 @@ class TaskResources:
     loops' sizes); ``max_concurrent`` how many of those may run at once (each loop capped by its
     ``parallelism``). ``duration_s`` is the time it is priced for and ``duration_source`` says why:
     ``max_duration_s`` (caller's per-task mapping), ``history`` (median of past runs),
-    ``default`` (the default max duration), or ``none``.
+    ``default`` (the default max duration), or ``none``. ``step_name`` is the name the task's meter
+    records its step under, read from a ``metered_component``'s generated call (the Python function's
+    name: ``prepare_data`` for task ``prepare-data``, ``train`` for ``train-2`` or a renamed
+    ``set_display_name`` task); ``None`` for a task that is not a metered component.
     """
 
     path: str
@@ -87,6 +90,12 @@ class TaskResources:
     duration_s: float | None = None
     duration_source: str = "none"
     price_per_gpu_hour: float | None = None
+    step_name: str | None = None
+
+    @property
+    def history_name(self) -> str:
+        """The name past runs of this task are looked up by: the meter's step name, else the task name."""
+        return self.step_name or self.name
 
     @property
     def total_gpus(self) -> int:
@@ -146,6 +155,7 @@ class PipelineInspection:
                 {
                     "path": t.path,
                     "name": t.name,
+                    "step_name": t.step_name,
                     "accelerator": t.accelerator,
                     "gpu_type": t.gpu_type,
                     "gpus_per_instance": t.gpus_per_instance,
@@ -241,8 +251,10 @@ def inspect_pipeline(
         ``PriceCatalog.load().gpu_hour_usd``; without it costs are ``None``. It is called once per
         GPU type, and its errors reach the caller unchanged (the catalog raises ``UnknownGpuType``,
         a ``ConfigError``, for a model it cannot price).
-    :param history: ``task name -> median seconds of past runs, or None``; used after
-        ``max_duration_s`` and before the default.
+    :param history: ``name -> median seconds of past runs, or None``; used after ``max_duration_s``
+        and before the default, for GPU tasks only. It is asked for the task's meter step name when
+        the task is a ``metered_component`` (the function's name, e.g. ``prepare_data``, whatever
+        kfp named the task: ``prepare-data``, ``train-2``), else for the task name.
     :param loop_sizes: loop task path → item count, for a ``ParallelFor`` over an upstream task's
         output, which the compiled spec cannot know.
     :raises ConfigError: unreadable file, not a KFP pipeline spec, or a value that cannot be resolved.
@@ -510,6 +522,7 @@ class _RawTask:
     cpu_request: float | None
     memory_limit_gb: float | None
     memory_request_gb: float | None
+    step_name: str | None = None
 
 
 class _Walker:
@@ -640,8 +653,9 @@ class _Walker:
             raise self.fail(f"task {path!r}: the accelerator type varies with the loop item; set it statically")
         accelerator = str(accelerator) if accelerator else None
         gpu_type = canonical_gpu_type(accelerator) if accelerator else None
+        metered = _metered_config(executor)
         if gpu_type is None and count:
-            gpu_type = self._node_selector_type(label) or _metered_gpu_type(executor)
+            gpu_type = self._node_selector_type(label) or _metered_gpu_type(metered)
 
         def qty(keys: tuple[str, str], what: str, scale: float) -> float | None:
             got = value(resources, keys[0], what=what)
@@ -663,6 +677,7 @@ class _Walker:
                 cpu_request=qty(("resourceCpuRequest", "cpuRequest"), "cpu request", 1.0),
                 memory_limit_gb=qty(("resourceMemoryLimit", "memoryLimit"), "memory limit", 1e9),
                 memory_request_gb=qty(("resourceMemoryRequest", "memoryRequest"), "memory request", 1e9),
+                step_name=metered.get("name") if isinstance(metered.get("name"), str) else None,
             )
         )
         return count
@@ -679,11 +694,10 @@ class _Walker:
 _RUN_METERED_CALL = re.compile(r"^\s*return (run_metered\(.*\))\s*$", re.MULTILINE)
 
 
-def _metered_gpu_type(executor: Mapping[str, Any]) -> str | None:
-    """The ``gpu_type=`` a ``metered_component`` declared: its generated wrapper, in the executor's
-    command, calls ``run_metered(body, {...config...}, ...)`` with the config as a literal. A task
-    that asks only for a generic ``nvidia.com/gpu`` is then still typed, so it can be priced and
-    checked against ``allowed_gpu_types``."""
+def _metered_config(executor: Mapping[str, Any]) -> dict[str, Any]:
+    """The meter config a ``metered_component`` was built with (empty for any other task): its
+    generated wrapper, in the executor's command, calls ``run_metered(body, {...config...}, ...)``
+    with the config as a literal, ``{'name': <function name>, 'gpus': ..., 'gpu_type': ...}``."""
     container = executor.get("container") or {}
     for text in [*(container.get("command") or []), *(container.get("args") or [])]:
         if not isinstance(text, str) or "run_metered(" not in text:
@@ -694,8 +708,16 @@ def _metered_gpu_type(executor: Mapping[str, Any]) -> str | None:
                 config = ast.literal_eval(call.args[1])  # type: ignore[attr-defined]
             except (SyntaxError, ValueError, IndexError, AttributeError):
                 continue
-            if isinstance(config, dict) and isinstance(config.get("gpu_type"), str):
-                return canonical_gpu_type(config["gpu_type"]) or config["gpu_type"]
+            if isinstance(config, dict):
+                return config
+    return {}
+
+
+def _metered_gpu_type(config: Mapping[str, Any]) -> str | None:
+    """The ``gpu_type=`` a ``metered_component`` declared, so a task that asks only for a generic
+    ``nvidia.com/gpu`` is still typed, can be priced and checked against ``allowed_gpu_types``."""
+    if isinstance(config.get("gpu_type"), str):
+        return canonical_gpu_type(config["gpu_type"]) or config["gpu_type"]
     return None
 
 
@@ -718,7 +740,7 @@ def _duration(
         if key in durations and durations[key] is not None:
             return durations[key], "max_duration_s"
     if history is not None and task.gpus_per_instance:
-        seen = history(task.name)
+        seen = history(task.step_name or task.name)
         if seen is not None:
             return float(seen), "history"
     if default_s is not None:

@@ -43,6 +43,7 @@ TAG_TELEMETRY = "mlcost.telemetry"
 TAG_STEP_ID = "mlcost.step_id"
 TAG_STEP = "mlcost.step"
 TAG_STATUS = "mlcost.status"
+TAG_SOURCE = "mlcost.source"  # "meter", or "listener" for an un-metered Airflow task's record
 TAG_UTIL_SIGNAL = "mlcost.util_signal"
 TAG_ENERGY_METHOD = "mlcost.energy_method"
 TAG_DEGRADED_REASON = "mlcost.degraded_reason"

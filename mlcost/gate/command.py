@@ -1,7 +1,7 @@
 """``mlcost gate``: the CI budget gate.
 
     mlcost gate [--policy FILE] [--experiment NAME ...] [--filter "MLflow filter"] [--ledger PATH]
-                [--pipeline FILE ...] [--format markdown|json] [--engine python|gx]
+                [--pipeline FILE ...] [--no-history] [--format markdown|json] [--engine python|gx]
 
 Exit codes (one enum for every command, :class:`mlcost.exit_status.ExitStatus`): 0 within policy, 1 a policy is
 breached, 2 bad input (file, policy, experiment, query). Cheap to import: MLflow, pandas and Great
@@ -54,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="ledger: steps started at or after this ISO time")
     p.add_argument("--until", help="ledger: steps started before this ISO time")
     p.add_argument("--pipeline", action="append", default=[], metavar="FILE", help="compiled KFP pipeline YAML")
+    p.add_argument(
+        "--no-history",
+        action="store_true",
+        help="--pipeline: project every GPU task at budgets.max_duration, not at the median of its past "
+        "succeeded runs in the ledger (--ledger) / MLflow (--experiment, --tracking-uri)",
+    )
     p.add_argument("--format", choices=("markdown", "json"), default="markdown")
     p.add_argument(
         "--engine",
@@ -127,10 +133,12 @@ def gate(args: argparse.Namespace) -> Any:
     else:
         result = evaluate(policy, runs, baseline)
     result.sources = sources
+    history, history_off = (None, "") if not args.pipeline else pipeline_history(args, experiments, tracking_uri)
     for path in args.pipeline:
-        name, findings = check_pipeline_file(path, policy)
+        projection, findings = check_pipeline_file(path, policy, history=history, history_off=history_off)
         result.findings += findings
-        result.sources.append(f"pipeline {name} ({path})")
+        result.pipelines.append(projection)
+        result.sources.append(f"pipeline {projection.pipeline} ({path})")
         result.pipelines_checked += 1
     result.findings.sort(key=lambda f: (f.severity != ERROR, f.policy, f.subject))
     return result
@@ -146,14 +154,58 @@ _PIPELINE_RULES = {
 _PER_TASK_RULES = {"max_gpus_per_task", "allowed_gpu_types"}
 
 
-def check_pipeline_file(path: str, policy: Any) -> tuple[str, list[Any]]:
+def pipeline_history(args: argparse.Namespace, experiments: list[str], tracking_uri: str | None) -> tuple[Any, str]:
+    """The past runs a pipeline's tasks are projected by: the ledger when ``--ledger`` is given, MLflow
+    when ``--experiment`` (those experiments) or ``--tracking-uri`` (the meter's default experiment)
+    is. Returns ``(StepHistory or None, why there is none)``."""
+    from mlcost.gate.history import LedgerHistory, MlflowHistory, StepHistory
+
+    if args.no_history:
+        return None, "history off (--no-history)"
+    sources: list[Any] = []
+    if args.ledger is not None:
+        sources.append(LedgerHistory(args.ledger or None))
+    if experiments:
+        sources.append(MlflowHistory(experiments, tracking_uri=tracking_uri))
+    elif tracking_uri:
+        default = MlflowHistory.default_experiment(tracking_uri=tracking_uri)
+        if default is not None:
+            sources.append(default)
+    if not sources:
+        return None, "no history source (--ledger, --experiment or --tracking-uri)"
+    return StepHistory(sources), ""
+
+
+def _basis(task: Any, history: Any, history_off: str) -> str:
+    """Where a task's projected duration came from, in words, for the report."""
+    if task.duration_source == "history":
+        found = history.estimate(task.history_name)
+        return f"history: {found.describe()}" if found is not None else "history"
+    if task.duration_source == "max_duration_s":
+        return "per-task duration"
+    if task.duration_source == "none":
+        return "no duration (budgets.max_duration is not set)"
+    if history is None:
+        return f"budgets.max_duration; {history_off}"
+    from mlcost.gate.history import lookup_names
+
+    tried = " or ".join(lookup_names(task.history_name))
+    return f"budgets.max_duration; no succeeded run of step {tried} in {history.where}"
+
+
+def check_pipeline_file(
+    path: str, policy: Any, *, history: Any = None, history_off: str = "history off"
+) -> tuple[Any, list[Any]]:
     """Preflight a compiled KFP pipeline with the Kubeflow adapter's inspector (imported lazily:
-    the core never imports an adapter at module level). Returns the pipeline's name and the findings.
+    the core never imports an adapter at module level). Returns the pipeline's projection (task by
+    task, with where each duration came from) and the findings.
 
     Tasks are priced only when a ``run_usd`` budget (enforced or under ``[warn]``) needs it, so the
-    GPU-count and GPU-type policies work on pipelines whose GPU model the spec does not name.
+    GPU-count and GPU-type policies work on pipelines whose GPU model the spec does not name. A GPU
+    task is projected for the median of its past succeeded runs when ``history``
+    (:class:`mlcost.gate.history.StepHistory`) has any, else for ``budgets.max_duration``.
     """
-    from mlcost.gate.policies import ERROR, WARNING, Finding
+    from mlcost.gate.policies import ERROR, WARNING, Finding, PipelineProjection, TaskProjection
 
     try:
         inspect = importlib.import_module("mlcost.components.inspect")
@@ -165,8 +217,9 @@ def check_pipeline_file(path: str, policy: Any) -> tuple[str, list[Any]]:
     if policy.budgets.run_usd is not None or policy.warn.budgets.run_usd is not None:
         if policy.budgets.max_duration is None:
             raise ConfigError(
-                "a compiled pipeline's cost is projected as GPUs × budgets.max_duration × price, so "
-                'budgets.run_usd needs budgets.max_duration (e.g. max_duration = "2h")',
+                "a compiled pipeline's cost is projected as GPUs × duration × price, the duration being the "
+                "median of a step's past runs or, without any, budgets.max_duration; so budgets.run_usd needs "
+                'budgets.max_duration (e.g. max_duration = "2h")',
                 source=policy.source,
                 field="budgets.max_duration",
             )
@@ -174,8 +227,32 @@ def check_pipeline_file(path: str, policy: Any) -> tuple[str, list[Any]]:
 
         catalog = PriceCatalog.load()
         price = catalog.gpu_hour_usd
+    if history is not None:  # one pass over each history source for all the pipeline's steps
+        history.prefetch(t.history_name for t in inspect.inspect_pipeline(path).gpu_tasks)
     report = inspect.inspect_pipeline(
-        path, price_per_gpu_hour=price, default_max_duration_s=policy.budgets.max_duration
+        path, price_per_gpu_hour=price, default_max_duration_s=policy.budgets.max_duration, history=history
+    )
+    projection = PipelineProjection(
+        pipeline=report.pipeline_name,
+        source=str(path),
+        projected_usd=report.projected_cost_usd if price is not None else None,
+        history=history.where if history is not None else None,
+        history_off="" if history is not None else history_off,
+        tasks=[
+            TaskProjection(
+                task=t.path,
+                step=t.step_name,
+                gpu_type=t.gpu_type,
+                gpus_per_instance=t.gpus_per_instance,
+                instances=t.instances,
+                duration_s=t.duration_s,
+                duration_source=t.duration_source,
+                basis=_basis(t, history, history_off),
+                price_per_gpu_hour=t.price_per_gpu_hour,
+                projected_usd=t.projected_cost_usd if price is not None else None,
+            )
+            for t in report.gpu_tasks
+        ],
     )
     subject = f"pipeline {report.pipeline_name}"
     findings: list[Finding] = []
@@ -200,7 +277,7 @@ def check_pipeline_file(path: str, policy: Any) -> tuple[str, list[Any]]:
                     message=v.message,
                 )
             )
-    return report.pipeline_name, findings
+    return projection, findings
 
 
 def _emit(result: Any, args: argparse.Namespace) -> None:

@@ -58,6 +58,47 @@ class ModelCost:
         return {**asdict(self), "change_pct": self.change_pct}
 
 
+@dataclass(frozen=True, slots=True)
+class TaskProjection:
+    """One GPU task of a compiled pipeline as ``--pipeline`` priced it, and why for that long."""
+
+    task: str  # task path in the pipeline, e.g. "for-loop-2/train-3"
+    step: str | None  # the meter's step name (a metered_component's function), else None
+    gpu_type: str | None
+    gpus_per_instance: int
+    instances: int
+    duration_s: float | None
+    duration_source: str  # "history", "default" (budgets.max_duration), "max_duration_s", "none"
+    basis: str  # where the duration came from, in words (which runs, or why no history was used)
+    price_per_gpu_hour: float | None
+    projected_usd: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineProjection:
+    """A compiled pipeline's projected cost, task by task (``mlcost gate --pipeline``)."""
+
+    pipeline: str
+    source: str  # the YAML file
+    projected_usd: float | None  # None when tasks were not priced (no run_usd budget)
+    history: str | None  # the sources past durations were looked up in; None when none was used
+    history_off: str = ""  # why no history was used (--no-history, no source)
+    tasks: list[TaskProjection] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "source": self.source,
+            "projected_usd": self.projected_usd,
+            "history": self.history,
+            "history_off": self.history_off or None,
+            "tasks": [t.to_json() for t in self.tasks],
+        }
+
+
 @dataclass(slots=True)
 class GateResult:
     findings: list[Finding] = field(default_factory=list)
@@ -68,6 +109,7 @@ class GateResult:
     sources: list[str] = field(default_factory=list)
     policy_source: str = ""
     notes: list[str] = field(default_factory=list)
+    pipelines: list[PipelineProjection] = field(default_factory=list)  # what --pipeline projected
 
     @property
     def errors(self) -> list[Finding]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mlcost.durations import format_duration
 from mlcost.exit_status import ExitStatus
-from mlcost.gate.policies import ERROR, Finding, GateResult, exit_status
+from mlcost.gate.policies import ERROR, Finding, GateResult, PipelineProjection, exit_status
 
 
 def _fmt(value: Any, policy: str) -> str:
@@ -59,6 +60,35 @@ def _finding_row(f: Finding) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.3g}s" if s < 60 else format_duration(s)
+
+
+def _projection(p: PipelineProjection) -> list[str]:
+    """A priced pipeline, task by task: GPUs, the duration it was priced for, and where that came from."""
+    total = "unknown" if p.projected_usd is None else _usd(p.projected_usd)
+    lines = [
+        f"### Pipeline {p.pipeline}: projected {total}",
+        "",
+        f"Durations: the median of each step's recent succeeded runs in {p.history}, else `budgets.max_duration`."
+        if p.history
+        else f"Durations: `budgets.max_duration` ({p.history_off}).",
+        "",
+        "| task | step | GPUs | duration | from | projected |",
+        "|---|---|---|---:|---|---:|",
+    ]
+    for t in p.tasks:
+        gpus = f"{t.gpus_per_instance} × {t.gpu_type or 'unknown'}"
+        if t.instances > 1:
+            gpus += f" × {t.instances} instances"
+        cost = "–" if t.projected_usd is None else _usd(t.projected_usd)
+        cells = [f"`{t.task}`", t.step or "–", gpus, _seconds(t.duration_s), t.basis, cost]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return [*lines, ""]
+
+
 def to_markdown(result: GateResult) -> str:
     status = exit_status(result)
     head = {
@@ -98,6 +128,9 @@ def to_markdown(result: GateResult) -> str:
             change = "–" if m.change_pct is None else f"{m.change_pct:+.1f}%"
             lines.append(f"| {m.model} | {m.runs} | ${m.median_usd:,.4f} | {base} | {change} |")
         lines.append("")
+    for p in result.pipelines:
+        if p.projected_usd is not None:  # priced only when a run_usd budget needs it
+            lines += _projection(p)
     for note in result.notes:
         lines.append(f"> note: {note}")
     if result.notes:
@@ -120,6 +153,7 @@ def to_json(result: GateResult) -> str:
         "warnings": len(result.warnings),
         "findings": [f.to_json() for f in result.findings],
         "models": [m.to_json() for m in result.models],
+        "pipelines": [p.to_json() for p in result.pipelines],
         "notes": result.notes,
     }
     return json.dumps(data, indent=2, default=str)

@@ -51,6 +51,7 @@ def step_tags(step: StepCost) -> dict[str, str]:
             names.TAG_STEP_ID: step.step_id,
             names.TAG_STEP: step.name,
             names.TAG_STATUS: step.status,
+            names.TAG_SOURCE: step.source,
             names.TAG_PRICING: step.pricing,
             names.TAG_TELEMETRY: step.telemetry,
             names.TAG_UTIL_SIGNAL: step.util_signal,

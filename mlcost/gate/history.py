@@ -1,0 +1,240 @@
+"""How long a pipeline's steps really took: past runs, for ``mlcost gate --pipeline``'s projection.
+
+Without history a compiled pipeline is priced as if every GPU task ran for ``budgets.max_duration``
+(a worst case). :class:`StepHistory` is the ``history`` function of
+:func:`mlcost.components.inspect.inspect_pipeline`: step name -> median seconds of the step's
+recent past runs, or ``None``. Two sources, used together:
+
+- the ledger: sealed steps of ``status = 'succeeded'`` written by a meter (``source = 'meter'``;
+  an un-metered Airflow task's listener record times the whole task, not the metered body);
+- MLflow: runs tagged ``mlcost.step = <name>`` and ``mlcost.status = 'succeeded'``, their
+  ``duration_s`` metric (else end − start time of the run); a run whose ``mlcost.source`` tag is not
+  ``meter`` (a listener record replayed by ``mlcost sync``) is left out. Runs logged before that tag
+  existed have none and count.
+
+A step that reached both (the ledger writes first, MLflow after) is counted once, by its step id
+(the ``mlcost.step_id`` tag). Failed, breached (stopped or refused by a guardrail: its duration is
+the guardrail's, not the work's), killed and still-running steps never count. The median is over the
+``window`` most recent runs of the name, so a step that got faster or slower is projected as it is now.
+
+Which name is looked up (the rule, implemented in ``inspect``): a ``metered_component`` task is
+looked up by its meter's step name, which the compiled spec holds in the component's generated
+``run_metered(body, {'name': ...})`` call — the Python function's name. kfp names the *task* after
+the component with dashes and a suffix for repeats (``prepare_data`` -> task ``prepare-data``;
+a second ``train`` -> ``train-2``; ``set_display_name`` changes only ``taskInfo``), so the task name
+is not the step name. Any other task (a plain ``@dsl.component`` whose body calls ``meter()``) is
+looked up by its task name, then by that name with dashes as underscores (the function's name);
+a ``-2`` suffix is never stripped, because ``train-2`` may as well be a function ``train_2``: no
+history (a worst-case projection) is better than another step's.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mlcost import names
+from mlcost.errors import ConfigError
+from mlcost.step import STATUS_SUCCEEDED
+
+DEFAULT_WINDOW = 20  # recent succeeded runs per step name that the median is taken over
+_METERED_SOURCE = "meter"  # StepCost.source of a metered step (vs "listener")
+
+
+@dataclass(frozen=True, slots=True)
+class PastRun:
+    """One succeeded past run of a step."""
+
+    step_id: str
+    duration_s: float
+    started: float  # epoch seconds, to order runs of both sources together
+    source: str  # "ledger" or "mlflow"
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The median duration of a step's recent succeeded runs, and what it rests on."""
+
+    step: str
+    median_s: float
+    runs: int
+    by_source: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        where = ", ".join(f"{src} {n}" for src, n in sorted(self.by_source.items()))
+        return f"median of {self.runs} succeeded run{'s' * (self.runs != 1)} of step {self.step} ({where})"
+
+
+def lookup_names(name: str) -> list[str]:
+    """The names a task's history is looked up by, first match wins (see the module's rule)."""
+    out = [name]
+    if "-" in name and name.replace("-", "_") not in out:
+        out.append(name.replace("-", "_"))
+    return out
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
+
+
+class LedgerHistory:
+    """Succeeded metered steps of the ledger at ``path``, read with one SQL query per batch of names
+    (over the ledger's ``step_figures`` table: the ``steps`` view's columns without the records)."""
+
+    label = "ledger"
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        from mlcost.sinks.ledger import FIGURES_TABLE, Ledger, ledger_path
+
+        if not ledger_path(path).exists():
+            raise ConfigError(
+                f"no ledger at {ledger_path(path)} (set MLCOST_LEDGER or pass --ledger)", field="--ledger"
+            )
+        self.ledger = Ledger(path)
+        self.table = FIGURES_TABLE  # the flat columns without the JSON records: a narrow scan
+        self.where = f"ledger {self.ledger.path}"
+
+    def runs(self, step_names: Iterable[str], window: int) -> dict[str, list[PastRun]]:
+        wanted = sorted(set(step_names))
+        if not wanted:
+            return {}
+        marks = ", ".join("?" for _ in wanted)
+        # newest `window` per name; there is no index on name, so one scan for all the names
+        sql = f"""
+            SELECT name, step_id, duration_s, started_at FROM (
+                SELECT name, step_id, duration_s, started_at,
+                       ROW_NUMBER() OVER (PARTITION BY name ORDER BY started_at DESC, step_id DESC) AS k
+                FROM {self.table}
+                WHERE name IN ({marks}) AND status = ? AND source = ? AND duration_s IS NOT NULL
+            ) WHERE k <= ?
+        """
+        rows = self.ledger.rows(sql, (*wanted, STATUS_SUCCEEDED, _METERED_SOURCE, window))
+        out: dict[str, list[PastRun]] = {}
+        for r in rows:
+            out.setdefault(r["name"], []).append(
+                PastRun(r["step_id"], float(r["duration_s"]), _epoch(r["started_at"]), self.label)
+            )
+        return out
+
+
+class MlflowHistory:
+    """Succeeded runs logged by the meter to MLflow ``experiments`` (names), ``window`` per step name."""
+
+    label = "MLflow"
+
+    def __init__(self, experiments: list[str], *, tracking_uri: str | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from mlcost.gate.records import experiment_ids
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_ids = experiment_ids(self.client, experiments)  # unknown name: ConfigError
+        self.where = f"MLflow experiment{'s' * (len(experiments) > 1)} {', '.join(experiments)}"
+
+    @classmethod
+    def default_experiment(cls, *, tracking_uri: str | None = None) -> MlflowHistory | None:
+        """The experiment a meter logs to when none is named (``$MLFLOW_EXPERIMENT_NAME``, else
+        ``mlcost``); ``None`` when the tracking server has no such experiment."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        from mlcost.sinks.mlflow_sink import DEFAULT_EXPERIMENT
+
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        try:
+            found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(name)
+        except MlflowException as e:
+            raise ConfigError(
+                f"MLflow could not look up experiment {name!r}: {e.message}", field="--tracking-uri"
+            ) from e
+        if found is None:
+            return None
+        return cls([name], tracking_uri=tracking_uri)
+
+    def runs(self, step_names: Iterable[str], window: int) -> dict[str, list[PastRun]]:
+        from mlflow.exceptions import MlflowException
+
+        out: dict[str, list[PastRun]] = {}
+        for step in sorted(set(step_names)):
+            if "'" in step:  # not expressible in a filter string; a KFP or Python name never has one
+                continue
+            query = f"tags.`{names.TAG_STEP}` = '{step}' and tags.`{names.TAG_STATUS}` = '{STATUS_SUCCEEDED}'"
+            try:
+                found = self.client.search_runs(
+                    self.experiment_ids,
+                    filter_string=query,
+                    max_results=window,
+                    order_by=["attributes.start_time DESC"],
+                )
+            except MlflowException as e:
+                raise ConfigError(f"MLflow could not search past runs of step {step!r}: {e.message}") from e
+            runs = [r for r in (self._past(run) for run in found) if r is not None]
+            if runs:
+                out[step] = runs
+        return out
+
+    def _past(self, run: Any) -> PastRun | None:
+        if run.data.tags.get(names.TAG_SOURCE, _METERED_SOURCE) != _METERED_SOURCE:
+            return None
+        duration = run.data.metrics.get(names.DURATION_S)
+        start, end = run.info.start_time, run.info.end_time
+        if duration is None and start and end:
+            duration = (end - start) / 1000.0
+        if duration is None:
+            return None
+        step_id = run.data.tags.get(names.TAG_STEP_ID) or run.info.run_id
+        return PastRun(step_id, float(duration), (start or 0) / 1000.0, self.label)
+
+
+class StepHistory:
+    """``name -> median seconds`` over the given sources; the ``history`` of ``inspect_pipeline``.
+
+    Results are cached per name; :meth:`prefetch` reads many names in one pass per source.
+    """
+
+    def __init__(self, sources: list[LedgerHistory | MlflowHistory], *, window: int = DEFAULT_WINDOW) -> None:
+        self.sources = sources
+        self.window = window
+        self._runs: dict[str, list[PastRun]] = {}
+
+    @property
+    def where(self) -> str:
+        """The sources, as the report names them."""
+        return " and ".join(s.where for s in self.sources) or "no source"
+
+    def prefetch(self, task_names: Iterable[str]) -> None:
+        wanted = {n for name in task_names for n in lookup_names(name)} - set(self._runs)
+        if not wanted:
+            return
+        merged: dict[str, dict[str, PastRun]] = {n: {} for n in wanted}
+        for source in self.sources:
+            for step, runs in source.runs(wanted, self.window).items():
+                for r in runs:  # a step in both the ledger and MLflow counts once (the ledger's record)
+                    merged[step].setdefault(r.step_id, r)
+        for step, by_id in merged.items():
+            self._runs[step] = sorted(by_id.values(), key=lambda r: -r.started)[: self.window]
+
+    def estimate(self, name: str) -> Estimate | None:
+        """The median of the first of :func:`lookup_names` with any succeeded run, or ``None``."""
+        self.prefetch([name])
+        for step in lookup_names(name):
+            runs = self._runs.get(step)
+            if runs:
+                by_source: dict[str, int] = {}
+                for r in runs:
+                    by_source[r.source] = by_source.get(r.source, 0) + 1
+                return Estimate(step, float(statistics.median(r.duration_s for r in runs)), len(runs), by_source)
+        return None
+
+    def __call__(self, name: str) -> float | None:
+        found = self.estimate(name)
+        return None if found is None else found.median_s

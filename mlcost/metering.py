@@ -165,6 +165,7 @@ class Meter:
         self._interrupts_sent = 0
         self._last_checkpoint = self._last_flush = 0.0
         self._flush_thread: threading.Thread | None = None
+        self._finalizing = False
         self._spend_deadline_s = math.inf  # elapsed seconds before which budget and duration cannot breach
 
     # public while running ---------------------------------------------------------------------
@@ -190,8 +191,9 @@ class Meter:
             return 0.0
         return allocated_cost(self.gpus, self._sampler.clock() - self._sampler.start_t, self._unit_price)
 
-    def stop(self, reason: str = "stopped") -> StepCost:
-        """End the step now and record it as killed (Airflow's ``on_kill``, a SIGTERM)."""
+    def stop(self, reason: str = "stopped") -> StepCost | None:
+        """End the step now and record it as killed (Airflow's ``on_kill``, a SIGTERM); None when
+        the step is not running (not started yet, or being recorded right now)."""
         return self._finalize(STATUS_KILLED, error=reason)
 
     # context manager --------------------------------------------------------------------------
@@ -362,12 +364,19 @@ class Meter:
             **money,
         )
 
-    def _finalize(self, status: str, *, error: str | None = None) -> StepCost:
-        """Stop sampling and record the step, once: the ledger first, then MLflow."""
+    def _finalize(self, status: str, *, error: str | None = None) -> StepCost | None:
+        """Stop sampling and record the step, once: the ledger first, then MLflow.
+
+        None when there is nothing to record yet: the meter was never entered, or a SIGTERM
+        handler re-entered this on the same thread while the step was being recorded (the lock is
+        reentrant), where stopping again would wait forever on the sampler's lock; the record in
+        progress stands."""
         with self._lock:
             if self.cost is not None:
                 return self.cost
-            assert self._sampler is not None, "the meter was never entered"
+            if self._finalizing or self._sampler is None:
+                return None
+            self._finalizing = True
             usage = self._sampler.stop()  # joins the sampler thread: no flush starts after this
             if self._flush_thread is not None:  # a flush's running figures must be older than the end's
                 self._flush_thread.join(self.mlflow_timeout_s)

@@ -158,8 +158,7 @@ class MeteredOperator(BaseOperator):
                 self.operator.on_kill()
             except Exception:
                 log.exception("mlcost: on_kill of the wrapped operator %s failed", self.operator.task_id)
-        if self._meter is not None:
-            step = self._meter.stop("on_kill")
+        if self._meter is not None and (step := self._meter.stop("on_kill")) is not None:
             log.warning("mlcost: task killed; recorded %s", step.summary())
 
     # internals --------------------------------------------------------------------------------

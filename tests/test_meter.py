@@ -204,3 +204,20 @@ def test_the_public_meter_is_the_function_whatever_was_imported_first():
         "assert isinstance(meter('train', gpus=0), Meter) and callable(metered())\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MLCOST_GPU_BACKEND": "none"})
+
+
+def test_a_sigterm_while_the_step_is_being_recorded_leaves_that_record(simulated_gpu):
+    """The SIGTERM handler runs on the main thread, possibly in the middle of the step's own end;
+    stopping again there would wait forever on the sampler's lock."""
+    with meter("train", gpu_type="H100", interval=0.05) as m:
+        sampler = m._sampler
+        stop = sampler.stop
+        reentered = []
+
+        def interrupted_stop():
+            reentered.append(m.stop("SIGTERM"))  # what the handler does, on the same thread
+            return stop()
+
+        sampler.stop = interrupted_stop
+    assert reentered == [None]
+    assert m.cost.status == "succeeded" and [s.status for s in Ledger().steps()] == ["succeeded"]

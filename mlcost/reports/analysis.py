@@ -48,7 +48,8 @@ class Period:
         return "WHERE " + " AND ".join(clauses), args
 
     def label(self) -> str:
-        return f"{self.since or 'the beginning'} to {self.until or 'now'}"
+        """``from <since> to <until>``, reading naturally when either end is open."""
+        return f"from {self.since or 'the first step'} to {self.until or 'now'}"
 
 
 def _frame(ledger: Ledger, sql: str, args: list[Any]) -> pd.DataFrame:
@@ -226,7 +227,8 @@ def _recommend(r: Any, catalog: PriceCatalog) -> list[Recommendation]:
     if r.gpus > 1 and 0 < seen < r.gpus:
         saving = float(r.cost_usd) * (1 - seen / r.gpus)
         rec("fewer_gpus", f"{seen}x {r.gpu_type}", saving,
-            f"allocated {r.gpus} GPUs but only {seen} were ever used; the rest were billed idle")  # fmt: skip
+            f"allocated {r.gpus} GPUs but only {seen} {'was' if seen == 1 else 'were'} ever used; "
+            "the rest were billed idle")  # fmt: skip
         return out
     if util is None or mem is None or r.gpus != 1:
         return out

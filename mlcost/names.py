@@ -48,6 +48,8 @@ TAG_UTIL_SIGNAL = "mlcost.util_signal"
 TAG_ENERGY_METHOD = "mlcost.energy_method"
 TAG_DEGRADED_REASON = "mlcost.degraded_reason"
 TAG_BRANCH = "mlcost.branch"
+TAG_KIND = "mlcost.kind"  # on runs that are not one step
+KIND_DAG_RUN = "dag_run"  # the parent run of a DAG run: its steps' total, never a step itself
 
 USER_TAG_KEYS = ("team", "project", "model", "workload")
 WORKLOADS = ("training", "inference", "evaluation", "data")

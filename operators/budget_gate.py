@@ -71,7 +71,7 @@ def spend_from_ledger(run_key: str, ledger: Any = None) -> RunSpend:
 
 def spend_from_mlflow(run_key: str, tracking_uri: str | None, experiment: str | None) -> RunSpend:
     """Sum the step runs tagged ``mlcost.run_key`` in MLflow (for workers without a shared disk)."""
-    from mlcost.operators.hooks.mlflow_runs import TAG_KIND, TAG_RUN_KEY, MlflowRunsHook
+    from mlcost.operators.hooks.mlflow_runs import TAG_RUN_KEY, MlflowRunsHook
 
     from mlcost import names
 
@@ -88,7 +88,7 @@ def spend_from_mlflow(run_key: str, tracking_uri: str | None, experiment: str | 
     by_task: dict[str, float] = defaultdict(float)
     by_model: dict[str, float] = defaultdict(float)
     for run in runs:
-        if run.data.tags.get(TAG_KIND) or names.COST_USD not in run.data.metrics:
+        if run.data.tags.get(names.TAG_KIND) or names.COST_USD not in run.data.metrics:
             continue
         cost = float(run.data.metrics[names.COST_USD])
         spend.total_usd += cost

@@ -60,7 +60,8 @@ def from_mlflow(
     tracking_uri: str | None = None,
     max_results: int | None = None,
 ) -> list[RunRecord]:
-    """Metered runs (those with a ``cost_usd`` metric) of ``experiments`` matching ``filter_string``.
+    """Metered runs (those with a ``cost_usd`` metric) of ``experiments`` matching ``filter_string``;
+    not the parent runs of DAG runs, whose ``cost_usd`` is the total of steps that are here too.
 
     Raises ConfigError for an unknown experiment or a filter MLflow rejects (exit code 2).
     """
@@ -78,7 +79,8 @@ def from_mlflow(
     try:
         while True:
             page = client.search_runs(ids, filter_string=query, max_results=50000, page_token=token)
-            out.extend(_from_run(r) for r in page)
+            # a DAG run's parent holds its steps' total: checking it as a job would count it twice
+            out.extend(_from_run(r) for r in page if r.data.tags.get(names.TAG_KIND) != names.KIND_DAG_RUN)
             token = page.token
             if not token or (max_results and len(out) >= max_results):
                 break

@@ -45,7 +45,7 @@ def compare_models(
     per_run: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # model -> run group -> figures
     for r in runs:
         model = r.data.tags.get(names.TAG_MODEL)
-        if not model:
+        if not model or r.data.tags.get(names.TAG_KIND) == names.KIND_DAG_RUN:  # a total, not a run of the model
             continue
         m, t = r.data.metrics, r.data.tags
         group = t.get("mlcost.run_key") or r.info.run_id

@@ -14,13 +14,11 @@ from typing import Any
 
 from mlcost.operators.version_compat import BaseHook
 
-from mlcost.names import ENV_MLFLOW_TRACKING_URI
+from mlcost.names import ENV_MLFLOW_TRACKING_URI, KIND_DAG_RUN, TAG_KIND
 
 log = logging.getLogger(__name__)
 
 TAG_RUN_KEY = "mlcost.run_key"
-TAG_KIND = "mlcost.kind"
-KIND_DAG_RUN = "dag_run"
 DEFAULT_EXPERIMENT = "mlcost"
 CONFIG_SECTION = "mlcost"
 

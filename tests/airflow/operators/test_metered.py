@@ -28,7 +28,7 @@ def _metered(run_key: str) -> dict[str, object]:
     return {s.context["task_id"]: s for s in Ledger().steps(run_key=run_key) if s.source == "meter"}
 
 
-def test_metered_task_cost_in_xcom_ledger_and_mlflow(dagfile, simulated_gpu, mlflow_uri, markers):
+def test_metered_task_cost_in_xcom_ledger_and_mlflow(dagfile, simulated_gpu, mlflow_uri, markers, capsys):
     simulated_gpu("busy", gpu="H100", devices=2)
     result = run_dag(dagfile(FILE), "mlcost_t_basic")
     assert result.state == "success", result.tasks
@@ -82,6 +82,20 @@ def test_metered_task_cost_in_xcom_ledger_and_mlflow(dagfile, simulated_gpu, mlf
     # the DAG run's parent carries the run total
     parent = client.get_run(parent.info.run_id)
     assert parent.data.metrics[names.COST_USD] == pytest.approx(sum(s.total_usd for s in steps.values()), rel=1e-6)
+
+    # the gate checks each step against the per-job budget, never the DAG run's total as one more "job"
+    import json
+
+    from mlcost.cli import main as mlcost_cli
+
+    costliest, total = max(s.total_usd for s in steps.values()), parent.data.metrics[names.COST_USD]
+    assert total > costliest
+    policy = markers / "gate.toml"
+    policy.write_text(f"[budgets]\njob_usd = {(costliest + total) / 2!r}\n")  # over every step, under the total
+    capsys.readouterr()  # what the DAG run printed
+    rc = mlcost_cli(["gate", "--policy", str(policy), "--experiment", "mlcost", "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["findings"] == [], report["findings"]
 
 
 def test_budget_breach_fails_at_first_try_despite_retries(dagfile, simulated_gpu, markers):

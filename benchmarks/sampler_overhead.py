@@ -10,7 +10,7 @@ It also prints a floor measured the same way: a bare thread that wakes at the in
 two raw NVML calls per device (utilisation, power), with no bookkeeping at all. No sampler of
 these devices can cost less than that, so it says how much of mlcost's figure is mlcost's own.
 
-    python benchmarks/sampler_overhead.py [--seconds 10] [--devices 8] [--interval 0.1]
+    python benchmarks/sampler_overhead.py [--seconds 10] [--devices 8] [--interval 0.1] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -117,27 +118,37 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are printed")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
 
     import mlflow  # noqa: F401 - imported before measuring, so neither side pays for it
 
     idle = _cpu_during(1.0)
-    floor_cpu, floor_samples = measure_floor(args.devices, args.interval, args.seconds)
-    ours_cpu, ours_samples = measure_mlcost(args.devices, args.interval, args.seconds)
-    theirs_cpu, theirs_samples = measure_mlflow(args.devices, args.interval, args.seconds)
-    ours = ours_cpu / ours_samples
-    theirs = theirs_cpu / theirs_samples
+    # rounds interleave the three, so a noisy neighbour hits all of them alike; medians are printed
+    floor, ours, theirs, ours_samples, theirs_samples = [], [], [], 0, 0
+    for _ in range(args.rounds):
+        cpu, n = measure_floor(args.devices, args.interval, args.seconds)
+        floor.append(cpu / n)
+        cpu, n = measure_mlcost(args.devices, args.interval, args.seconds)
+        ours.append(cpu / n)
+        ours_samples += n
+        cpu, n = measure_mlflow(args.devices, args.interval, args.seconds)
+        theirs.append(cpu / n)
+        theirs_samples += n
+    ratios = sorted(t / o for t, o in zip(theirs, ours, strict=True))
+    floor_us, ours_us, theirs_us = (statistics.median(v) * 1e6 for v in (floor, ours, theirs))
     print(
-        f"devices: {args.devices} simulated H100, interval {args.interval}s, {args.seconds}s each "
-        f"(idle process: {idle * 1e3:.2f} ms CPU/s)"
+        f"devices: {args.devices} simulated H100, interval {args.interval}s, {args.rounds} round(s) of "
+        f"{args.seconds}s each (idle process: {idle * 1e3:.2f} ms CPU/s); medians over the rounds"
     )
-    print(f"floor          : {floor_cpu / floor_samples * 1e6:9.1f} us CPU per sample "
-          f"(a bare thread reading util and power of each device, nothing else)")
-    print(f"mlcost sampler : {ours * 1e6:9.1f} us CPU per sample ({ours_samples} samples)")
-    print(f"MLflow monitor : {theirs * 1e6:9.1f} us CPU per sample ({theirs_samples} samples)")
-    print(f"ratio          : {theirs / ours:9.1f}x less CPU per sample for mlcost (target >= 100x)")
-    print(f"mlcost at 10 Hz: {ours * 10 * 100:9.3f}% of one core on {args.devices} devices (target < 1%)")
+    print(f"floor          : {floor_us:9.1f} us CPU per sample "
+          f"(a bare thread reading util and power of each device, nothing else)")  # fmt: skip
+    print(f"mlcost sampler : {ours_us:9.1f} us CPU per sample ({ours_samples} samples)")
+    print(f"MLflow monitor : {theirs_us:9.1f} us CPU per sample ({theirs_samples} samples)")
+    print(f"ratio          : {theirs_us / ours_us:9.1f}x less CPU per sample for mlcost (target >= 100x); "
+          f"per round {', '.join(f'{r:.0f}x' for r in ratios)}")  # fmt: skip
+    print(f"mlcost at 10 Hz: {ours_us / 1e6 * 10 * 100:9.3f}% of one core on {args.devices} devices (target < 1%)")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class Period:
 def _frame(ledger: Ledger, sql: str, args: list[Any]) -> pd.DataFrame:
     import pandas as pd
 
-    with ledger.connect() as conn:
+    with ledger.connect(bulk=True) as conn:
         return pd.read_sql_query(sql, conn, params=args)
 
 
@@ -309,7 +309,7 @@ def anomalies(
             parts.append("started_at < ?")
             p_args.append(period.until)
         in_period = "(" + " AND ".join(parts) + ")"
-    with ledger.connect() as conn:
+    with ledger.connect(bulk=True) as conn:
         rows = conn.execute(
             f"SELECT rowid, name, total_usd, gpu_hours, {in_period} FROM {FIGURES_TABLE} {where}", [*p_args, *args]
         ).fetchall()

@@ -37,7 +37,7 @@ class ValidationOutcome:
 def ledger_frame(ledger: Any) -> Any:
     import pandas as pd
 
-    with ledger.connect() as conn:
+    with ledger.connect(bulk=True) as conn:
         df = pd.read_sql_query(
             "SELECT step_id, name, run_key, status, started_at, ended_at, duration_s, gpus, gpu_type, "
             f"total_usd, idle_usd, compute_usd, gpu_hours, util_mean_pct, idle_fraction FROM {FIGURES_TABLE} "

@@ -128,13 +128,16 @@ class Ledger:
         self._ready = False
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
+    def connect(self, *, bulk: bool = False) -> Iterator[sqlite3.Connection]:
         """A short-lived connection: steps are written from several threads and processes, and
-        writes are rare (start, checkpoints, end), so one connection per operation is cheap enough."""
+        writes are rare (start, checkpoints, end), so one connection per operation is cheap enough.
+
+        Rows are ``sqlite3.Row`` (by name), or plain tuples with ``bulk``: a report reading a million
+        rows spends more making Row objects than SQLite spends reading them."""
         if not self._ready:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path, timeout=30.0)) as conn:
-            conn.row_factory = sqlite3.Row
+            conn.row_factory = None if bulk else sqlite3.Row
             if not self._ready:
                 conn.execute("PRAGMA journal_mode=WAL")
                 _migrate_inline_records(conn, self.path)

@@ -315,17 +315,11 @@ def anomalies(
         ).fetchall()
     if not rows:
         return pd.DataFrame(columns=cols)
-    rid, name, total, hours, inside = zip(*rows, strict=True)  # columns from tuples: faster than from_records
-    df = pd.DataFrame(
-        {
-            "rid": np.fromiter(rid, dtype=np.int64, count=len(rows)),
-            "name": pd.Series(name, dtype=object),
-            "total_usd": np.array(total, dtype=float),
-            "gpu_hours": np.array(hours, dtype=float),
-            "in_period": np.array(inside, dtype=np.int8),
-        }
-    )
-    del rows, rid, name, total, hours, inside
+    # from plain tuples (bulk=True), from_records is the fastest way in (about half of zip + arrays)
+    df = pd.DataFrame.from_records(rows, columns=["rid", "name", "total_usd", "gpu_hours", "in_period"])
+    del rows
+    df["total_usd"] = df["total_usd"].astype(float)  # a NULL cost arrives as None: NaN, not object
+    df["gpu_hours"] = df["gpu_hours"].astype(float)
     codes, _ = pd.factorize(df["name"])
     count = df.groupby(codes)["total_usd"].transform("size")
     flagged = []

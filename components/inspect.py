@@ -70,7 +70,10 @@ class TaskResources:
     loops' sizes); ``max_concurrent`` how many of those may run at once (each loop capped by its
     ``parallelism``). ``duration_s`` is the time it is priced for and ``duration_source`` says why:
     ``max_duration_s`` (caller's per-task mapping), ``history`` (median of past runs),
-    ``default`` (the default max duration), or ``none``. ``step_name`` is the name the task's meter
+    ``history_capped`` (that median, but the step's max duration is shorter: the meter stops it
+    there), ``meter_max_duration`` (the ``max_duration=`` of the task's own ``metered_component``),
+    ``default`` (the default max duration), or ``none``. ``meter_max_duration_s`` is that
+    component's own limit. ``step_name`` is the name the task's meter
     records its step under, read from a ``metered_component``'s generated call (the Python function's
     name: ``prepare_data`` for task ``prepare-data``, ``train`` for ``train-2`` or a renamed
     ``set_display_name`` task); ``None`` for a task that is not a metered component.
@@ -91,6 +94,7 @@ class TaskResources:
     duration_source: str = "none"
     price_per_gpu_hour: float | None = None
     step_name: str | None = None
+    meter_max_duration_s: float | None = None
 
     @property
     def history_name(self) -> str:
@@ -523,6 +527,7 @@ class _RawTask:
     memory_limit_gb: float | None
     memory_request_gb: float | None
     step_name: str | None = None
+    meter_max_duration_s: float | None = None
 
 
 class _Walker:
@@ -678,6 +683,7 @@ class _Walker:
                 memory_limit_gb=qty(("resourceMemoryLimit", "memoryLimit"), "memory limit", 1e9),
                 memory_request_gb=qty(("resourceMemoryRequest", "memoryRequest"), "memory request", 1e9),
                 step_name=metered.get("name") if isinstance(metered.get("name"), str) else None,
+                meter_max_duration_s=_meter_max_duration(metered),
             )
         )
         return count
@@ -739,13 +745,30 @@ def _duration(
     for key in (task.path, task.name):
         if key in durations and durations[key] is not None:
             return durations[key], "max_duration_s"
+    # the live limit the step runs under: its own max_duration, else the default (the policy's)
+    limit = task.meter_max_duration_s if task.meter_max_duration_s is not None else default_s
     if history is not None and task.gpus_per_instance:
         seen = history(task.step_name or task.name)
         if seen is not None:
+            if limit is not None and seen > limit:
+                return limit, "history_capped"  # the meter stops the step at its limit
             return float(seen), "history"
+    if task.meter_max_duration_s is not None:
+        return task.meter_max_duration_s, "meter_max_duration"
     if default_s is not None:
         return default_s, "default"
     return None, "none"
+
+
+def _meter_max_duration(config: Mapping[str, Any]) -> float | None:
+    """The ``max_duration=`` of a metered component, in seconds (None: not set, or unreadable)."""
+    raw = config.get("max_duration")
+    if raw is None:
+        return None
+    try:
+        return parse_duration(raw, field="max_duration")
+    except ConfigError:  # validated when the component was defined; a hand-edited spec is not our limit
+        return None
 
 
 def _cell(value: str | None) -> str:

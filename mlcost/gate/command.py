@@ -183,6 +183,12 @@ def _basis(task: Any, history: Any, history_off: str) -> str:
         return f"history: {found.describe()}" if found is not None else "history"
     if task.duration_source == "max_duration_s":
         return "per-task duration"
+    if task.duration_source == "history_capped":
+        found = history.estimate(task.history_name)
+        seen = found.describe() if found is not None else "past runs"
+        return f"history ({seen}) capped at the step's max duration: the meter stops it there"
+    if task.duration_source == "meter_max_duration":
+        return "the step's own max_duration (metered_component(max_duration=...))"
     if task.duration_source == "none":
         return "no duration (budgets.max_duration is not set)"
     if history is None:

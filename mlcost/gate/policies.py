@@ -68,7 +68,8 @@ class TaskProjection:
     gpus_per_instance: int
     instances: int
     duration_s: float | None
-    duration_source: str  # "history", "default" (budgets.max_duration), "max_duration_s", "none"
+    duration_source: str  # "history", "history_capped", "meter_max_duration", "default" (budgets.max_duration),
+    # "max_duration_s", "none"
     basis: str  # where the duration came from, in words (which runs, or why no history was used)
     price_per_gpu_hour: float | None
     projected_usd: float | None

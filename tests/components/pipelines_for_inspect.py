@@ -107,3 +107,14 @@ def metered_train(x: int) -> int:
 def metered_generic_gpu() -> None:
     """A metered component on a generic ``nvidia.com/gpu``: the type comes from the meter's config."""
     metered_train(x=1)
+
+
+@metered_component(gpus=1, gpu_type="L4", max_duration="30m", base_image=_IMAGE)
+def metered_short(x: int) -> int:
+    return x
+
+
+@dsl.pipeline(name="metered-max-duration")
+def metered_max_duration() -> None:
+    """A metered component with its own max_duration: the meter stops it at 30 min."""
+    metered_short(x=1)

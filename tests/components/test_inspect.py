@@ -57,6 +57,7 @@ def compiled(tmp_path_factory) -> dict[str, Path]:
         "diamond",
         "loop_over_output",
         "metered_generic_gpu",
+        "metered_max_duration",
     ]
     paths = {}
     for name in names:
@@ -106,6 +107,23 @@ def test_a_metered_component_on_a_generic_gpu_is_typed_by_its_meter(compiled):
     assert priced.projected_cost_usd == pytest.approx(2 * PRICES["H100"])
     violations = check_pipeline(priced, allowed_gpu_types=["L4"])
     assert [(v.rule, v.observed) for v in violations] == [("allowed_gpu_types", "H100")]
+
+
+def test_a_step_is_never_projected_past_the_max_duration_its_meter_stops_it_at(compiled):
+    def history(seconds):
+        return lambda name: seconds if name in ("metered_short", "metered_train") else None
+
+    def one(name, **kw):
+        (task,) = inspect_pipeline(compiled[name], default_max_duration_s=3600, **kw).tasks
+        return task.duration_s, task.duration_source
+
+    # the component's own max_duration="30m" is its limit, with or without history
+    assert one("metered_max_duration") == (1800, "meter_max_duration")
+    assert one("metered_max_duration", history=history(600)) == (600, "history")
+    assert one("metered_max_duration", history=history(7200)) == (1800, "history_capped")
+    # without one, the default (the policy's budgets.max_duration) is the limit the meter applies
+    assert one("metered_generic_gpu", history=history(7200)) == (3600, "history_capped")
+    assert one("metered_generic_gpu", history=history(600)) == (600, "history")
 
 
 def test_untyped_gpus_cannot_be_priced_without_a_default_type(compiled):

@@ -72,9 +72,10 @@ def _projection(p: PipelineProjection) -> list[str]:
     lines = [
         f"### Pipeline {p.pipeline}: projected {total}",
         "",
-        f"Durations: the median of each step's recent succeeded runs in {p.history}, else `budgets.max_duration`."
+        f"Durations: the median of each step's recent succeeded runs in {p.history}, at most the step's "
+        "limit (its own `max_duration`, else `budgets.max_duration`), which is the duration without runs."
         if p.history
-        else f"Durations: `budgets.max_duration` ({p.history_off}).",
+        else f"Durations: each step's limit, its own `max_duration` else `budgets.max_duration` ({p.history_off}).",
         "",
         "| task | step | GPUs | duration | from | projected |",
         "|---|---|---|---:|---|---:|",

@@ -218,7 +218,7 @@ def test_the_markdown_summary_says_where_each_duration_came_from(pipeline, ledge
     rc, text, _ = _gate(capsys, "--pipeline", str(pipeline), "--ledger", ledger, "--policy", policy, fmt="markdown")
     assert rc == ExitStatus.OK
     assert f"### Pipeline ranker-history: projected ${WITH_HISTORY:,.2f}" in text
-    assert f"Durations: the median of each step's recent succeeded runs in ledger {ledger}, else" in text
+    assert f"Durations: the median of each step's recent succeeded runs in ledger {ledger}, at most" in text
     row = "| `train-2` | train | 4 × H100 | 37m30s | history: median of 4 succeeded runs of step train (ledger 4) |"
     assert row in text
     assert "| `prepare-data` | prepare_data | 1 × L4 | 6m | history: median of 3 succeeded runs" in text
@@ -231,7 +231,7 @@ def test_the_markdown_summary_says_where_each_duration_came_from(pipeline, ledge
     )
     assert rc == ExitStatus.BREACHED
     assert f"### Pipeline ranker-history: projected ${WORST_CASE:,.2f}" in text
-    assert "Durations: `budgets.max_duration` (history off (--no-history))." in text
+    assert "else `budgets.max_duration` (history off (--no-history))." in text
 
 
 def test_mlflow_runs_of_the_experiment_are_history_too(pipeline, mlflow_uri, tmp_path, capsys):

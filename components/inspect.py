@@ -73,10 +73,11 @@ class TaskResources:
     ``history_capped`` (that median, but the step's max duration is shorter: the meter stops it
     there), ``meter_max_duration`` (the ``max_duration=`` of the task's own ``metered_component``),
     ``default`` (the default max duration), or ``none``. ``meter_max_duration_s`` is that
-    component's own limit. ``step_name`` is the name the task's meter
-    records its step under, read from a ``metered_component``'s generated call (the Python function's
-    name: ``prepare_data`` for task ``prepare-data``, ``train`` for ``train-2`` or a renamed
-    ``set_display_name`` task); ``None`` for a task that is not a metered component.
+    component's own limit and ``step_tags`` its ``tags=`` (team, model...: what its past runs
+    carry). ``step_name`` is the name the task's meter records its step under, read from a
+    ``metered_component``'s generated call (the Python function's name: ``prepare_data`` for task
+    ``prepare-data``, ``train`` for ``train-2`` or a renamed ``set_display_name`` task); ``None``
+    for a task that is not a metered component.
     """
 
     path: str
@@ -95,6 +96,7 @@ class TaskResources:
     price_per_gpu_hour: float | None = None
     step_name: str | None = None
     meter_max_duration_s: float | None = None
+    step_tags: dict[str, str] = field(default_factory=dict)  # the metered component's tags
 
     @property
     def history_name(self) -> str:
@@ -528,6 +530,7 @@ class _RawTask:
     memory_request_gb: float | None
     step_name: str | None = None
     meter_max_duration_s: float | None = None
+    step_tags: dict[str, str] = field(default_factory=dict)
 
 
 class _Walker:
@@ -684,6 +687,7 @@ class _Walker:
                 memory_request_gb=qty(("resourceMemoryRequest", "memoryRequest"), "memory request", 1e9),
                 step_name=metered.get("name") if isinstance(metered.get("name"), str) else None,
                 meter_max_duration_s=_meter_max_duration(metered),
+                step_tags={str(k): v for k, v in (metered.get("tags") or {}).items() if isinstance(v, str)},
             )
         )
         return count

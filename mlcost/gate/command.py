@@ -196,7 +196,9 @@ def _basis(task: Any, history: Any, history_off: str) -> str:
     from mlcost.gate.history import lookup_names
 
     tried = " or ".join(lookup_names(task.history_name))
-    return f"budgets.max_duration; no succeeded run of step {tried} in {history.where}"
+    tags = history.tags.get(task.history_name)
+    tagged = f" tagged {', '.join(f'{k}={v}' for k, v in sorted(tags.items()))}" if tags else ""
+    return f"budgets.max_duration; no succeeded run of step {tried}{tagged} in {history.where}"
 
 
 def check_pipeline_file(
@@ -234,7 +236,12 @@ def check_pipeline_file(
         catalog = PriceCatalog.load()
         price = catalog.gpu_hour_usd
     if history is not None:  # one pass over each history source for all the pipeline's steps
-        history.prefetch(t.history_name for t in inspect.inspect_pipeline(path).gpu_tasks)
+        from mlcost.gate.history import narrowing_tags
+
+        gpu_tasks = inspect.inspect_pipeline(path).gpu_tasks
+        # a component's tags (team, model...) narrow its history: every team has a step called train
+        history.tags.update({t.history_name: narrowing_tags(t.step_tags) for t in gpu_tasks if t.step_tags})
+        history.prefetch(t.history_name for t in gpu_tasks)
     report = inspect.inspect_pipeline(
         path, price_per_gpu_hour=price, default_max_duration_s=policy.budgets.max_duration, history=history
     )

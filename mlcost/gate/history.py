@@ -12,6 +12,10 @@ recent past runs, or ``None``. Two sources, used together:
   ``meter`` (a listener record replayed by ``mlcost sync``) is left out. Runs logged before that tag
   existed have none and count.
 
+A metered component's tags narrow its history to the runs carrying the same team, project, model
+and workload (a step name is not unique in a shared ledger or tracking server: every team has a
+``train``); a component without tags matches by name alone.
+
 A step that reached both (the ledger writes first, MLflow after) is counted once, by its step id
 (the ``mlcost.step_id`` tag). Failed, breached (stopped or refused by a guardrail: its duration is
 the guardrail's, not the work's), killed and still-running steps never count. The median is over the
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,10 +67,19 @@ class Estimate:
     median_s: float
     runs: int
     by_source: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # what the runs were narrowed to
 
     def describe(self) -> str:
         where = ", ".join(f"{src} {n}" for src, n in sorted(self.by_source.items()))
-        return f"median of {self.runs} succeeded run{'s' * (self.runs != 1)} of step {self.step} ({where})"
+        tagged = f" tagged {', '.join(f'{k}={v}' for k, v in sorted(self.tags.items()))}" if self.tags else ""
+        return f"median of {self.runs} succeeded run{'s' * (self.runs != 1)} of step {self.step}{tagged} ({where})"
+
+
+def narrowing_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """The tags of a component that its past runs must share: the chargeback keys (team, project,
+    model, workload). A step name alone is not unique in a shared ledger or tracking server: every
+    team has a ``train``."""
+    return {k: v for k, v in (tags or {}).items() if k in names.USER_TAG_KEYS and "'" not in v}
 
 
 def lookup_names(name: str) -> list[str]:
@@ -103,21 +116,25 @@ class LedgerHistory:
         self.table = FIGURES_TABLE  # the flat columns without the JSON records: a narrow scan
         self.where = f"ledger {self.ledger.path}"
 
-    def runs(self, step_names: Iterable[str], window: int) -> dict[str, list[PastRun]]:
+    def runs(
+        self, step_names: Iterable[str], window: int, tags: Mapping[str, str] | None = None
+    ) -> dict[str, list[PastRun]]:
         wanted = sorted(set(step_names))
         if not wanted:
             return {}
+        tags = narrowing_tags(tags)
         marks = ", ".join("?" for _ in wanted)
+        tagged = "".join(f" AND {key} = ?" for key in tags)  # keys are ledger columns (USER_TAG_KEYS)
         # newest `window` per name; there is no index on name, so one scan for all the names
         sql = f"""
             SELECT name, step_id, duration_s, started_at FROM (
                 SELECT name, step_id, duration_s, started_at,
                        ROW_NUMBER() OVER (PARTITION BY name ORDER BY started_at DESC, step_id DESC) AS k
                 FROM {self.table}
-                WHERE name IN ({marks}) AND status = ? AND source = ? AND duration_s IS NOT NULL
+                WHERE name IN ({marks}) AND status = ? AND source = ? AND duration_s IS NOT NULL{tagged}
             ) WHERE k <= ?
         """
-        rows = self.ledger.rows(sql, (*wanted, STATUS_SUCCEEDED, _METERED_SOURCE, window))
+        rows = self.ledger.rows(sql, (*wanted, STATUS_SUCCEEDED, _METERED_SOURCE, *tags.values(), window))
         out: dict[str, list[PastRun]] = {}
         for r in rows:
             out.setdefault(r["name"], []).append(
@@ -160,14 +177,21 @@ class MlflowHistory:
             return None
         return cls([name], tracking_uri=tracking_uri)
 
-    def runs(self, step_names: Iterable[str], window: int) -> dict[str, list[PastRun]]:
+    def runs(
+        self, step_names: Iterable[str], window: int, tags: Mapping[str, str] | None = None
+    ) -> dict[str, list[PastRun]]:
         from mlflow.exceptions import MlflowException
 
+        tagged = "".join(
+            f" and tags.`{names.TAG_PREFIX}{key}` = '{value}'" for key, value in narrowing_tags(tags).items()
+        )
         out: dict[str, list[PastRun]] = {}
         for step in sorted(set(step_names)):
             if "'" in step:  # not expressible in a filter string; a KFP or Python name never has one
                 continue
-            query = f"tags.`{names.TAG_STEP}` = '{step}' and tags.`{names.TAG_STATUS}` = '{STATUS_SUCCEEDED}'"
+            query = (
+                f"tags.`{names.TAG_STEP}` = '{step}' and tags.`{names.TAG_STATUS}` = '{STATUS_SUCCEEDED}'{tagged}"
+            )
             try:
                 found = self.client.search_runs(
                     self.experiment_ids,
@@ -201,10 +225,27 @@ class StepHistory:
     Results are cached per name; :meth:`prefetch` reads many names in one pass per source.
     """
 
-    def __init__(self, sources: list[LedgerHistory | MlflowHistory], *, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        sources: list[LedgerHistory | MlflowHistory],
+        *,
+        window: int = DEFAULT_WINDOW,
+        tags: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """``tags``: step name -> the tags its component declares; its past runs must carry them
+        too (see :func:`narrowing_tags`). One tag set per step name: a component's tags are fixed
+        where it is defined."""
         self.sources = sources
         self.window = window
+        self.tags = {name: narrowing_tags(t) for name, t in (tags or {}).items()}
         self._runs: dict[str, list[PastRun]] = {}
+
+    def _tags_of(self, step: str) -> dict[str, str]:
+        """The tags narrowing ``step`` (also when it is a name :func:`lookup_names` derived)."""
+        for name, tags in self.tags.items():
+            if step in lookup_names(name):
+                return tags
+        return {}
 
     @property
     def where(self) -> str:
@@ -216,10 +257,14 @@ class StepHistory:
         if not wanted:
             return
         merged: dict[str, dict[str, PastRun]] = {n: {} for n in wanted}
-        for source in self.sources:
-            for step, runs in source.runs(wanted, self.window).items():
-                for r in runs:  # a step in both the ledger and MLflow counts once (the ledger's record)
-                    merged[step].setdefault(r.step_id, r)
+        by_tags: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        for step in wanted:  # one query per source for each set of tags
+            by_tags.setdefault(tuple(sorted(self._tags_of(step).items())), []).append(step)
+        for tags, steps in by_tags.items():
+            for source in self.sources:
+                for step, runs in source.runs(steps, self.window, dict(tags)).items():
+                    for r in runs:  # a step in both the ledger and MLflow counts once (the ledger's record)
+                        merged[step].setdefault(r.step_id, r)
         for step, by_id in merged.items():
             self._runs[step] = sorted(by_id.values(), key=lambda r: -r.started)[: self.window]
 
@@ -232,7 +277,8 @@ class StepHistory:
                 by_source: dict[str, int] = {}
                 for r in runs:
                     by_source[r.source] = by_source.get(r.source, 0) + 1
-                return Estimate(step, float(statistics.median(r.duration_s for r in runs)), len(runs), by_source)
+                median = float(statistics.median(r.duration_s for r in runs))
+                return Estimate(step, median, len(runs), by_source, self._tags_of(step))
         return None
 
     def __call__(self, name: str) -> float | None:

@@ -322,3 +322,54 @@ def test_a_task_name_is_tried_as_written_then_as_a_python_name(tmp_path):
     assert history("prepare-data") == 120.0 and history.estimate("prepare-data").step == "prepare_data"
     assert history("train-2") is None  # train-2 may be a function train_2: no guess
     assert history("evaluate") is None
+
+
+def test_a_components_tags_narrow_its_history_to_runs_of_the_same_team_and_model(tmp_path, capsys):
+    """A shared ledger holds every team's ``train``: a component tagged team=search, model=ranker is
+    projected from search's ranker runs only; another team's slower train does not count."""
+    from kfp import compiler, dsl
+    from mlcost.components import metered_component
+
+    @metered_component(gpus=4, gpu_type="H100", accelerator_type="NVIDIA_H100_80GB", base_image=IMAGE,
+                       tags={"team": "search", "model": "ranker"})  # fmt: skip
+    def train(rows: int) -> float:
+        return 0.9
+
+    @dsl.pipeline(name="ranker-tagged")
+    def ranker_tagged(rows: int = 1000) -> None:
+        train(rows=rows)
+
+    pipeline = tmp_path / "tagged.yaml"
+    compiler.Compiler().compile(ranker_tagged, str(pipeline))
+    path = tmp_path / "shared.db"
+    book = Ledger(path)
+    for i, (seconds, team, model) in enumerate([(600.0, "search", "ranker"), (900.0, "search", "ranker"),
+                                                (6000.0, "ads", "ranker"), (6000.0, "search", "bert"),
+                                                (6000.0, "ads", "ctr"), (6000.0, "ads", "ctr")]):  # fmt: skip
+        step = _step("train", seconds, gpus=4, gpu_type="H100", hour=i)
+        book.write(step.model_copy(update={"tags": {"team": team, "model": model}}))
+
+    rc, report, _ = _gate(capsys, "--pipeline", str(pipeline), "--ledger", str(path), "--policy",
+                          _policy(tmp_path, 1e6))  # fmt: skip
+    (task,) = _tasks(report).values()
+    assert rc == ExitStatus.OK and (task["duration_s"], task["duration_source"]) == (750.0, "history")
+    assert task["basis"] == (
+        "history: median of 2 succeeded runs of step train tagged model=ranker, team=search (ledger 2)"
+    )
+    assert report["pipelines"][0]["projected_usd"] == pytest.approx(4 * 750 / 3600 * _price("H100"))
+
+
+def test_mlflow_history_is_narrowed_by_the_same_tags(mlflow_uri):
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.create_experiment("shared")
+    for team, seconds in (("search", 600.0), ("ads", 6000.0)):
+        run = client.create_run(exp)
+        client.log_batch(run.info.run_id, metrics=[Metric("duration_s", seconds, 0, 0)],
+                         tags=[RunTag("mlcost.step", "train"), RunTag("mlcost.status", "succeeded"),
+                               RunTag("mlcost.team", team)])  # fmt: skip
+    source = MlflowHistory(["shared"], tracking_uri=mlflow_uri)
+    assert [r.duration_s for r in source.runs(["train"], 20, {"team": "search"})["train"]] == [600.0]
+    assert sorted(r.duration_s for r in source.runs(["train"], 20)["train"]) == [600.0, 6000.0]

@@ -89,18 +89,12 @@ def metered_component(
 
 
 def _validate(config: dict[str, Any]) -> None:
-    """Fail at pipeline-definition time, not in the pod: the meter's own checks (the policy file is
-    the pod's, so only the arguments are checked here)."""
-    from mlcost.metering import check_step_arguments
+    """Fail at pipeline-definition time, not in the pod: a Meter is built (not entered: nothing is
+    sampled or written) so its own checks run; the policy file is the pod's, so it is left out."""
+    from mlcost.metering import Meter
     from mlcost.policy import Policy
-    from mlcost.pricing.catalog import PriceCatalog
 
-    check_step_arguments(
-        "component",
-        **{k: v for k, v in config.items() if k not in ("nodes", "experiment")},
-        policy=Policy(),
-        catalog=PriceCatalog.load(),
-    )
+    Meter("component", **config, policy=Policy())
     try:
         json.dumps(config)
     except TypeError as e:

@@ -57,44 +57,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def check_step_arguments(
-    name: str,
-    *,
-    gpus: int | None,
-    gpu_type: str | None,
-    pricing: str,
-    budget_usd: float | None,
-    max_duration: str | float | None,
-    idle_timeout: str | float | None,
-    tags: Mapping[str, str] | None,
-    interval: float,
-    policy: Policy,
-    catalog: PriceCatalog,
-) -> tuple[dict[str, str], StepLimits]:
-    """The checks every way of declaring a step shares (``meter``, ``metered_component`` when the
-    pipeline is defined), so a bad argument fails where it was written, before anything runs.
-    Returns the tags as strings and the limits in force."""
-    if not name or not isinstance(name, str):
-        raise ConfigError(f"a step needs a name, got {name!r}", field="name")
-    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
-        raise ConfigError(f"gpus must be a non-negative integer, got {gpus!r}", field="gpus")
-    if pricing not in PRICING_MODELS:
-        raise ConfigError(f"unknown pricing {pricing!r}; allowed: {', '.join(PRICING_MODELS)}", field="pricing")
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 3600:
-        raise ConfigError(f"interval must be between 0.01 and 3600 seconds, got {interval!r}", field="interval")
-    tags = {str(k): str(v) for k, v in (tags or {}).items()}
-    if "workload" in tags and tags["workload"] not in WORKLOADS:
-        raise ConfigError(
-            f"unknown workload {tags['workload']!r}; allowed: {', '.join(WORKLOADS)}", field="tags.workload"
-        )
-    if gpu_type is not None:
-        catalog.canonical(gpu_type)  # an unknown type lists the known ones
-    limits = StepLimits.resolve(
-        name, policy, budget_usd=budget_usd, max_duration=max_duration, idle_timeout=idle_timeout
-    )
-    return tags, limits
-
-
 class Meter:
     """One metered step. Use through :func:`meter` or :func:`metered`."""
 
@@ -123,20 +85,27 @@ class Meter:
         mlflow_timeout_s: float = 15.0,
         tracking_uri: str | None = None,
     ) -> None:
+        # every check runs here, before anything starts; metered_component builds a Meter to run them
+        # when the pipeline is defined
+        if not name or not isinstance(name, str):
+            raise ConfigError(f"a step needs a name, got {name!r}", field="name")
+        if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+            raise ConfigError(f"gpus must be a non-negative integer, got {gpus!r}", field="gpus")
+        if pricing not in PRICING_MODELS:
+            raise ConfigError(f"unknown pricing {pricing!r}; allowed: {', '.join(PRICING_MODELS)}", field="pricing")
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 3600:
+            raise ConfigError(f"interval must be between 0.01 and 3600 seconds, got {interval!r}", field="interval")
+        tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        if "workload" in tags and tags["workload"] not in WORKLOADS:
+            raise ConfigError(
+                f"unknown workload {tags['workload']!r}; allowed: {', '.join(WORKLOADS)}", field="tags.workload"
+            )
         self.policy = policy if isinstance(policy, Policy) else Policy.load(policy)
         self.catalog = catalog if isinstance(catalog, PriceCatalog) else PriceCatalog.load(catalog)
-        tags, self.limits = check_step_arguments(
-            name,
-            gpus=gpus,
-            gpu_type=gpu_type,
-            pricing=pricing,
-            budget_usd=budget_usd,
-            max_duration=max_duration,
-            idle_timeout=idle_timeout,
-            tags=tags,
-            interval=interval,
-            policy=self.policy,
-            catalog=self.catalog,
+        if gpu_type is not None:
+            self.catalog.canonical(gpu_type)  # an unknown type lists the known ones
+        self.limits = StepLimits.resolve(
+            name, self.policy, budget_usd=budget_usd, max_duration=max_duration, idle_timeout=idle_timeout
         )
         for key, env_names in _CI_TAGS.items():
             value = next((os.environ[e] for e in env_names if os.environ.get(e)), None)
@@ -275,7 +244,7 @@ class Meter:
         if self.breach is None and not self._exiting:
             idle_limit = self.limits.idle_timeout_s
             idle_for = sampler.idle_for_s() if idle_limit is not None else None
-            if sampler.last_t - sampler.start_t >= self._spend_deadline_s or (
+            if sampler.elapsed_s >= self._spend_deadline_s or (
                 idle_for is not None and idle_for > idle_limit.value
             ):
                 breach = check_live(

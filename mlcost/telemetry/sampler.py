@@ -159,11 +159,7 @@ class _DeviceAccumulator:
             if self.power_peak is None or power > self.power_peak:
                 self.power_peak = power
             self.power_series.add(t, power)
-        if r.mem_used_gb is not None or r.energy_mj is not None or r.temperature_c is not None or r.sm_clock_mhz:
-            self._add_slow(t, r)
-
-    def _add_slow(self, t: float, r: Any) -> None:
-        """The slow signals (memory, counter, temperature, clocks), present on slow readings only."""
+        # the slow signals (memory, counter, temperature, clocks): None except on slow readings
         mem = r.mem_used_gb
         if mem is not None:
             if self.mem_peak is None or mem > self.mem_peak:
@@ -218,8 +214,9 @@ class Sampler:
     """Reads ``backend`` every ``interval`` seconds on a daemon thread until :meth:`stop`.
 
     ``on_sample`` runs on the sampler thread after each sample (the meter's live guardrails); it
-    must be cheap. Utilisation, memory and power are read every sample; the slow signals (energy
-    counter, temperature, clocks, the host's process tree) every :data:`SLOW_EVERY_S`.
+    must be cheap. The util signal and power are read every sample; the slow signals (memory, the
+    energy counter, temperature, clocks, NVML util beside GPM, the host's process tree) every
+    :data:`SLOW_EVERY_S` and at the end.
     """
 
     def __init__(

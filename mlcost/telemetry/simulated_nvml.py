@@ -310,17 +310,12 @@ class SimulatedNVML:
             raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         h, t0, t1 = mg.sample2.handle, mg.sample1.t, mg.sample2.t
         device = h.gpu if h.ordinal is None else h.ordinal
-        trace = self.trace
-        row = trace.row_at(device, t1)
-        whole = trace.row_throughout(device, t0, t1) if row is not None else self._untraced
-        # (``whole``: the window lies inside one row, whose value is then the mean)
-        row = row or self._untraced
+        row = self.trace.row_at(device, t1) or self._untraced
         for metric in mg.metrics[: mg.numMetrics]:
             attribute, scale = _GPM_METRICS.get(metric.metricId, (None, 0.0))
-            if attribute is None or row is None or getattr(row, attribute) is None:
+            if attribute is None or getattr(row, attribute) is None:
                 metric.nvmlReturn, metric.value = pynvml.NVML_ERROR_NOT_SUPPORTED, 0.0
             else:
                 metric.nvmlReturn = pynvml.NVML_SUCCESS
-                mean = getattr(whole, attribute) if whole is not None else trace.mean(device, attribute, t0, t1)
-                metric.value = scale * mean
+                metric.value = scale * self.trace.mean(device, attribute, t0, t1)
         return mg

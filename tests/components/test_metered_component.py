@@ -61,3 +61,23 @@ def test_a_component_over_its_live_budget_fails_the_run_naming_the_budget(exampl
     assert "BudgetExceeded" in output.out + output.err and "budget of $0.0010" in output.out + output.err
     (step,) = Ledger().steps()
     assert step.status == "breached" and step.duration_s < 5
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"gpu_type": "H1000"}, "H100"),  # the known types are listed
+        ({"pricing": "cheap"}, "on_demand"),
+        ({"budget_usd": -1}, "budget_usd"),
+        ({"interval": 0}, "interval"),
+        ({"tags": {"workload": "gaming"}}, "training"),
+        ({"gpus": 1.5}, "gpus"),
+    ],
+)
+def test_a_bad_meter_argument_fails_where_the_component_is_defined(arguments, field):
+    from mlcost.components import metered_component
+
+    from mlcost.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        metered_component(base_image="python:3.11", **arguments)

@@ -182,13 +182,10 @@ class BudgetGateOperator(BaseOperator):
             uri = hook.tracking_uri()
             if not uri:
                 return
-            client = hook.get_conn()
-            exp = client.get_experiment_by_name(hook.experiment_name(self.experiment))
-            parents = hook._parents(client, exp.experiment_id, run_key) if exp else []
-            if not parents:
+            parent_id = hook.find_dag_run_parent(run_key, experiment=self.experiment)
+            if parent_id is None:
                 return
-            parent_id = parents[0].info.run_id
-            client.set_tag(parent_id, "mlcost.gate", "failed" if failed else "passed")
+            hook.get_conn().set_tag(parent_id, "mlcost.gate", "failed" if failed else "passed")
             hook.update_parent_totals(parent_id, run_key, final_status="FAILED" if failed else "FINISHED")
         except Exception as e:
             log.warning("mlcost: could not close the DAG run's MLflow run: %s", e)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from mlcost.operators.version_compat import BaseHook
@@ -103,6 +104,13 @@ class MlflowRunsHook(BaseHook):
                 return created.info.run_id
         return found[0].info.run_id
 
+    def find_dag_run_parent(self, run_key: str, *, experiment: str | None) -> str | None:
+        """The run id of the DAG run's parent run, without creating one (None: there is none)."""
+        client = self.get_conn()
+        exp = client.get_experiment_by_name(self.experiment_name(experiment))
+        found = self._parents(client, exp.experiment_id, run_key) if exp else []
+        return found[0].info.run_id if found else None
+
     @staticmethod
     def _parents(client: Any, experiment_id: str, run_key: str) -> list[Any]:
         escaped = run_key.replace("'", "\\'")
@@ -117,6 +125,8 @@ class MlflowRunsHook(BaseHook):
     def update_parent_totals(self, parent_run_id: str, run_key: str, *, final_status: str | None = None) -> dict:
         """Sum the step runs of ``run_key`` onto the parent (``cost_usd``, ``idle_cost_usd``,
         ``gpu_hours``, ``energy_kwh``), optionally ending it; returns the sums."""
+        from mlflow.entities import Metric
+
         from mlcost import names
 
         client = self.get_conn()
@@ -129,9 +139,9 @@ class MlflowRunsHook(BaseHook):
         )
         keys = (names.COST_USD, names.IDLE_COST_USD, names.GPU_HOURS, names.ENERGY_KWH)
         sums = {k: sum(float(r.data.metrics.get(k, 0.0)) for r in children) for k in keys}
-        for key, value in sums.items():
-            client.log_metric(parent_run_id, key, value)
-        client.log_metric(parent_run_id, "steps", float(len(children)))
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in {**sums, "steps": float(len(children))}.items()]
+        client.log_batch(parent_run_id, metrics=metrics)  # one tracking-store call, not one per figure
         if final_status:
             client.set_terminated(parent_run_id, status=final_status)
         return sums

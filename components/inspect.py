@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 PriceFn = Callable[[str], float]
-HistoryFn = Callable[[str], "float | None"]
+HistoryFn = Callable[[str, Mapping[str, str]], "float | None"]
 
 _CHANNEL = "pipelinechannel--"
 _PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
@@ -257,10 +257,11 @@ def inspect_pipeline(
         ``PriceCatalog.load().gpu_hour_usd``; without it costs are ``None``. It is called once per
         GPU type, and its errors reach the caller unchanged (the catalog raises ``UnknownGpuType``,
         a ``ConfigError``, for a model it cannot price).
-    :param history: ``name -> median seconds of past runs, or None``; used after ``max_duration_s``
-        and before the default, for GPU tasks only. It is asked for the task's meter step name when
-        the task is a ``metered_component`` (the function's name, e.g. ``prepare_data``, whatever
-        kfp named the task: ``prepare-data``, ``train-2``), else for the task name.
+    :param history: ``(name, tags) -> median seconds of past runs, or None``; used after
+        ``max_duration_s`` and before the default, for GPU tasks only. It is asked for the task's
+        meter step name when the task is a ``metered_component`` (the function's name, e.g.
+        ``prepare_data``, whatever kfp named the task: ``prepare-data``, ``train-2``), else for the
+        task name, with the component's ``tags=`` (empty for other tasks) to narrow the runs by.
     :param loop_sizes: loop task path → item count, for a ``ParallelFor`` over an upstream task's
         output, which the compiled spec cannot know.
     :raises ConfigError: unreadable file, not a KFP pipeline spec, or a value that cannot be resolved.
@@ -752,7 +753,7 @@ def _duration(
     # the live limit the step runs under: its own max_duration, else the default (the policy's)
     limit = task.meter_max_duration_s if task.meter_max_duration_s is not None else default_s
     if history is not None and task.gpus_per_instance:
-        seen = history(task.step_name or task.name)
+        seen = history(task.step_name or task.name, task.step_tags)
         if seen is not None:
             if limit is not None and seen > limit:
                 return limit, "history_capped"  # the meter stops the step at its limit

@@ -179,12 +179,12 @@ def pipeline_history(args: argparse.Namespace, experiments: list[str], tracking_
 def _basis(task: Any, history: Any, history_off: str) -> str:
     """Where a task's projected duration came from, in words, for the report."""
     if task.duration_source == "history":
-        found = history.estimate(task.history_name)
+        found = history.estimate(task.history_name, task.step_tags)
         return f"history: {found.describe()}" if found is not None else "history"
     if task.duration_source == "max_duration_s":
         return "per-task duration"
     if task.duration_source == "history_capped":
-        found = history.estimate(task.history_name)
+        found = history.estimate(task.history_name, task.step_tags)
         seen = found.describe() if found is not None else "past runs"
         return f"history ({seen}) capped at the step's max duration: the meter stops it there"
     if task.duration_source == "meter_max_duration":
@@ -193,10 +193,10 @@ def _basis(task: Any, history: Any, history_off: str) -> str:
         return "no duration (budgets.max_duration is not set)"
     if history is None:
         return f"budgets.max_duration; {history_off}"
-    from mlcost.gate.history import lookup_names
+    from mlcost.gate.history import lookup_names, narrowing_tags
 
     tried = " or ".join(lookup_names(task.history_name))
-    tags = history.tags.get(task.history_name)
+    tags = narrowing_tags(task.step_tags)
     tagged = f" tagged {', '.join(f'{k}={v}' for k, v in sorted(tags.items()))}" if tags else ""
     return f"budgets.max_duration; no succeeded run of step {tried}{tagged} in {history.where}"
 
@@ -235,13 +235,6 @@ def check_pipeline_file(
 
         catalog = PriceCatalog.load()
         price = catalog.gpu_hour_usd
-    if history is not None:  # one pass over each history source for all the pipeline's steps
-        from mlcost.gate.history import narrowing_tags
-
-        gpu_tasks = inspect.inspect_pipeline(path).gpu_tasks
-        # a component's tags (team, model...) narrow its history: every team has a step called train
-        history.tags.update({t.history_name: narrowing_tags(t.step_tags) for t in gpu_tasks if t.step_tags})
-        history.prefetch(t.history_name for t in gpu_tasks)
     report = inspect.inspect_pipeline(
         path, price_per_gpu_hour=price, default_max_duration_s=policy.budgets.max_duration, history=history
     )

@@ -100,7 +100,7 @@ def _epoch(iso: str | None) -> float:
 
 
 class LedgerHistory:
-    """Succeeded metered steps of the ledger at ``path``, read with one SQL query per batch of names
+    """Succeeded metered steps of the ledger at ``path``, one indexed SQL query per batch of names
     (over the ledger's ``step_figures`` table: the ``steps`` view's columns without the records)."""
 
     label = "ledger"
@@ -125,7 +125,7 @@ class LedgerHistory:
         tags = narrowing_tags(tags)
         marks = ", ".join("?" for _ in wanted)
         tagged = "".join(f" AND {key} = ?" for key in tags)  # keys are ledger columns (USER_TAG_KEYS)
-        # newest `window` per name; there is no index on name, so one scan for all the names
+        # newest `window` per name (the ledger indexes name, started_at)
         sql = f"""
             SELECT name, step_id, duration_s, started_at FROM (
                 SELECT name, step_id, duration_s, started_at,
@@ -220,67 +220,45 @@ class MlflowHistory:
 
 
 class StepHistory:
-    """``name -> median seconds`` over the given sources; the ``history`` of ``inspect_pipeline``.
-
-    Results are cached per name; :meth:`prefetch` reads many names in one pass per source.
+    """``(name, tags) -> median seconds`` over the given sources; the ``history`` of
+    ``inspect_pipeline``, which passes each task's step name and its component's tags. Results are
+    cached per name and tags; the ledger finds a name by its index, so one query per step is cheap.
     """
 
-    def __init__(
-        self,
-        sources: list[LedgerHistory | MlflowHistory],
-        *,
-        window: int = DEFAULT_WINDOW,
-        tags: Mapping[str, Mapping[str, str]] | None = None,
-    ) -> None:
-        """``tags``: step name -> the tags its component declares; its past runs must carry them
-        too (see :func:`narrowing_tags`). One tag set per step name: a component's tags are fixed
-        where it is defined."""
+    def __init__(self, sources: list[LedgerHistory | MlflowHistory], *, window: int = DEFAULT_WINDOW) -> None:
         self.sources = sources
         self.window = window
-        self.tags = {name: narrowing_tags(t) for name, t in (tags or {}).items()}
-        self._runs: dict[str, list[PastRun]] = {}
-
-    def _tags_of(self, step: str) -> dict[str, str]:
-        """The tags narrowing ``step`` (also when it is a name :func:`lookup_names` derived)."""
-        for name, tags in self.tags.items():
-            if step in lookup_names(name):
-                return tags
-        return {}
+        self._runs: dict[tuple[str, tuple[tuple[str, str], ...]], list[PastRun]] = {}
 
     @property
     def where(self) -> str:
         """The sources, as the report names them."""
         return " and ".join(s.where for s in self.sources) or "no source"
 
-    def prefetch(self, task_names: Iterable[str]) -> None:
-        wanted = {n for name in task_names for n in lookup_names(name)} - set(self._runs)
-        if not wanted:
-            return
-        merged: dict[str, dict[str, PastRun]] = {n: {} for n in wanted}
-        by_tags: dict[tuple[tuple[str, str], ...], list[str]] = {}
-        for step in wanted:  # one query per source for each set of tags
-            by_tags.setdefault(tuple(sorted(self._tags_of(step).items())), []).append(step)
-        for tags, steps in by_tags.items():
+    def _runs_of(self, step: str, tags: dict[str, str]) -> list[PastRun]:
+        key = (step, tuple(sorted(tags.items())))
+        if key not in self._runs:
+            by_id: dict[str, PastRun] = {}
             for source in self.sources:
-                for step, runs in source.runs(steps, self.window, dict(tags)).items():
-                    for r in runs:  # a step in both the ledger and MLflow counts once (the ledger's record)
-                        merged[step].setdefault(r.step_id, r)
-        for step, by_id in merged.items():
-            self._runs[step] = sorted(by_id.values(), key=lambda r: -r.started)[: self.window]
+                for r in source.runs([step], self.window, tags).get(step, []):
+                    by_id.setdefault(r.step_id, r)  # a step in both the ledger and MLflow counts once
+            self._runs[key] = sorted(by_id.values(), key=lambda r: -r.started)[: self.window]
+        return self._runs[key]
 
-    def estimate(self, name: str) -> Estimate | None:
-        """The median of the first of :func:`lookup_names` with any succeeded run, or ``None``."""
-        self.prefetch([name])
+    def estimate(self, name: str, tags: Mapping[str, str] | None = None) -> Estimate | None:
+        """The median of the first of :func:`lookup_names` with any succeeded run carrying the
+        component's ``tags`` (see :func:`narrowing_tags`), or ``None``."""
+        narrowing = narrowing_tags(tags)
         for step in lookup_names(name):
-            runs = self._runs.get(step)
+            runs = self._runs_of(step, narrowing)
             if runs:
                 by_source: dict[str, int] = {}
                 for r in runs:
                     by_source[r.source] = by_source.get(r.source, 0) + 1
                 median = float(statistics.median(r.duration_s for r in runs))
-                return Estimate(step, median, len(runs), by_source, self._tags_of(step))
+                return Estimate(step, median, len(runs), by_source, narrowing)
         return None
 
-    def __call__(self, name: str) -> float | None:
-        found = self.estimate(name)
+    def __call__(self, name: str, tags: Mapping[str, str] | None = None) -> float | None:
+        found = self.estimate(name, tags)
         return None if found is None else found.median_s

@@ -70,6 +70,7 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS step_figures ({", ".join(f"{c} {t}" for c, t in _FIGURES.items())});
 CREATE INDEX IF NOT EXISTS steps_started ON step_figures(started_at);
 CREATE INDEX IF NOT EXISTS steps_run ON step_figures(run_key);
+CREATE INDEX IF NOT EXISTS steps_name ON step_figures(name, started_at);
 CREATE TABLE IF NOT EXISTS step_records (step_id TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE VIEW IF NOT EXISTS steps AS
     SELECT f.rowid AS rowid, f.*, r.record FROM step_figures f LEFT JOIN step_records r ON r.step_id = f.step_id;

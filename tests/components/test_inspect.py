@@ -111,7 +111,7 @@ def test_a_metered_component_on_a_generic_gpu_is_typed_by_its_meter(compiled):
 
 def test_a_step_is_never_projected_past_the_max_duration_its_meter_stops_it_at(compiled):
     def history(seconds):
-        return lambda name: seconds if name in ("metered_short", "metered_train") else None
+        return lambda name, tags: seconds if name in ("metered_short", "metered_train") else None
 
     def one(name, **kw):
         (task,) = inspect_pipeline(compiled[name], default_max_duration_s=3600, **kw).tasks
@@ -265,7 +265,7 @@ def test_projected_cost_matches_a_hand_computation(compiled):
 def test_history_fills_in_between_explicit_durations_and_the_default(compiled):
     asked: list[str] = []
 
-    def history(name: str) -> float | None:
+    def history(name: str, tags) -> float | None:
         asked.append(name)
         return 600.0 if name == "train-2" else None
 

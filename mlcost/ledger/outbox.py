@@ -131,3 +131,17 @@ def drain_in_background(ledger: Ledger) -> threading.Thread | None:
     thread = threading.Thread(target=run, name="mlcost-outbox", daemon=True)
     thread.start()
     return thread
+
+
+def sync_outbox(ledger: Ledger) -> tuple[str, bool]:
+    """``mlcost sync``'s first part: drain the outbox; returns (a line for the user, success)."""
+    if ledger.remote is None:
+        return "", True
+    if not ledger.path.exists():
+        return f"No outbox at {ledger.path}: nothing to deliver to {ledger.where}.", True
+    result = drain(ledger)
+    n = len(result.delivered)
+    line = f"Delivered {n} step{'s' * (n != 1)} from the outbox {ledger.path} to the ledger {ledger.where}"
+    if result.ok:
+        return line + ".", True
+    return line + f"; stopped: {result.failed} (run `mlcost sync` again when it is reachable)", False

@@ -127,6 +127,9 @@ def gate(args: argparse.Namespace) -> Any:
         return out
 
     if args.engine == "gx":
+        from mlcost.extras import require_extra
+
+        require_extra("gx", what="mlcost gate --engine gx")
         from mlcost.gate.gx_engine import evaluate_gx
 
         result = evaluate_gx(policy, runs, baseline, docs_dir=args.docs_dir)

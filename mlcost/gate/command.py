@@ -96,6 +96,10 @@ def gate(args: argparse.Namespace) -> Any:
     from mlcost.gate.policies import ERROR, evaluate
     from mlcost.policy import Policy
 
+    if args.engine == "gx":
+        from mlcost.extras import require_extra
+
+        require_extra("gx", what="mlcost gate --engine gx")
     policy = Policy.load(args.policy) if args.policy else Policy.load()
     tracking_uri = args.tracking_uri or None
     experiments: list[str] = list(args.experiment or [])
@@ -127,9 +131,6 @@ def gate(args: argparse.Namespace) -> Any:
         return out
 
     if args.engine == "gx":
-        from mlcost.extras import require_extra
-
-        require_extra("gx", what="mlcost gate --engine gx")
         from mlcost.gate.gx_engine import evaluate_gx
 
         result = evaluate_gx(policy, runs, baseline, docs_dir=args.docs_dir)

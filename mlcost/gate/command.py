@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = gate(args)
-    except ConfigError as e:
+    except (ConfigError, MissingExtra) as e:
         print(f"mlcost gate: {e}", file=sys.stderr)
         return int(ExitStatus.BAD_INPUT)
     _emit(result, args)

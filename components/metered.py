@@ -26,14 +26,16 @@ from mlcost.errors import ConfigError
 
 METRICS_OUTPUT = "mlcost_metrics"
 K8S_GPU_RESOURCE = "nvidia.com/gpu"
-# kfp installs itself in the pod with --no-deps, and its executor imports kfp-pipeline-spec,
-# docstring-parser and protobuf: the [kfp] extra brings them. Nothing else of mlcost's extras runs there.
-POD_EXTRAS = ("kfp",)
 
 
-def pod_packages(extras: tuple[str, ...] = POD_EXTRAS) -> list[str]:
+def pod_packages(extras: tuple[str, ...] = ()) -> list[str]:
     """The default ``packages_to_install`` of a component: the light meter at the compiling client's
-    version (``mlcost[kfp]==0.1.0``), so the pod runs the runtime that the generated source calls."""
+    version (``mlcost==0.1.0``), so the pod runs the runtime that the generated source calls.
+
+    No extra by default: the pod runs :mod:`mlcost.components.runtime` (the core meter), and kfp
+    installs itself there (``--no-deps``; its runtime imports nothing of its compile-time deps). Pass
+    ``extras=("postgres",)`` when the pod's ``MLCOST_LEDGER`` is a PostgreSQL URL.
+    """
     from mlcost import __version__
 
     return [f"mlcost{'[' + ','.join(extras) + ']' if extras else ''}=={__version__}"]
@@ -66,9 +68,9 @@ def metered_component(
     Output[Metrics]`` (cost_usd, idle_cost_usd, gpu_hours, gpu_util_mean_pct, energy_kwh) for the
     KFP UI. Used in a pipeline, the task requests ``gpus`` accelerators of ``accelerator_type``
     (the Kubernetes resource, ``nvidia.com/gpu`` by default; Vertex AI names types like
-    ``NVIDIA_H100_80GB``). ``packages_to_install`` defaults to :func:`pod_packages` (the core meter,
-    pinned to this client's version, plus the [kfp] extra); with a ``base_image`` that has it
-    preinstalled, pip finds it satisfied at once. Every other keyword goes to ``dsl.component``.
+    ``NVIDIA_H100_80GB``). ``packages_to_install`` defaults to :func:`pod_packages`: the core meter,
+    pinned to this client's version; with a ``base_image`` that has it preinstalled, pip finds it
+    satisfied at once (or pass ``packages_to_install=[]``). Every other keyword goes to ``dsl.component``.
     """
     config: dict[str, Any] = {
         "gpus": gpus,

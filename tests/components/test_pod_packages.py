@@ -53,7 +53,13 @@ def _installs(tmp_path) -> dict[str, list[str]]:
 
 def test_a_compiled_metered_component_pins_the_compiling_version(tmp_path):
     installs = _installs(tmp_path)
-    pin = f"mlcost[kfp]=={mlcost.__version__}"
+    pin = f"mlcost=={mlcost.__version__}"
     assert installs["exec-train"] == [pin]
     assert installs["exec-mlcost-budget-gate"] == [pin]
     assert installs["exec-preinstalled"] == []  # a base image with mlcost: nothing to install
+
+
+def test_pod_packages_adds_the_extras_a_pod_needs():
+    from mlcost.components.metered import pod_packages
+
+    assert pod_packages(("postgres",)) == [f"mlcost[postgres]=={mlcost.__version__}"]

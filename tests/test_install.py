@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.install
+pytestmark = [pytest.mark.install, pytest.mark.timeout(900)]  # a cold pip cache downloads the core
 
 REPO = Path(__file__).resolve().parents[1]
 ABSENT = ("pandas", "matplotlib", "scipy", "scikit-learn", "flask", "mlflow")  # mlflow: the full one

@@ -28,6 +28,19 @@ METRICS_OUTPUT = "mlcost_metrics"
 K8S_GPU_RESOURCE = "nvidia.com/gpu"
 
 
+def pod_packages(extras: tuple[str, ...] = ()) -> list[str]:
+    """The default ``packages_to_install`` of a component: the light meter at the compiling client's
+    version (``mlcost==0.1.0``), so the pod runs the runtime that the generated source calls.
+
+    No extra by default: the pod runs :mod:`mlcost.components.runtime` (the core meter), and kfp
+    installs itself there (``--no-deps``; its runtime imports nothing of its compile-time deps). Pass
+    ``extras=("postgres",)`` when the pod's ``MLCOST_LEDGER`` is a PostgreSQL URL.
+    """
+    from mlcost import __version__
+
+    return [f"mlcost{'[' + ','.join(extras) + ']' if extras else ''}=={__version__}"]
+
+
 def metered_component(
     func: Callable[..., Any] | None = None,
     *,
@@ -55,8 +68,9 @@ def metered_component(
     Output[Metrics]`` (cost_usd, idle_cost_usd, gpu_hours, gpu_util_mean_pct, energy_kwh) for the
     KFP UI. Used in a pipeline, the task requests ``gpus`` accelerators of ``accelerator_type``
     (the Kubernetes resource, ``nvidia.com/gpu`` by default; Vertex AI names types like
-    ``NVIDIA_H100_80GB``). ``packages_to_install`` defaults to ``["mlcost"]``: the pod needs mlcost.
-    Every other keyword goes to ``dsl.component``.
+    ``NVIDIA_H100_80GB``). ``packages_to_install`` defaults to :func:`pod_packages`: the core meter,
+    pinned to this client's version; with a ``base_image`` that has it preinstalled, pip finds it
+    satisfied at once (or pass ``packages_to_install=[]``). Every other keyword goes to ``dsl.component``.
     """
     config: dict[str, Any] = {
         "gpus": gpus,
@@ -79,7 +93,7 @@ def metered_component(
         additional = [body, *(component_kwargs.pop("additional_funcs", None) or [])]
         component = component_factory.create_component_from_func(
             wrapper,
-            packages_to_install=["mlcost"] if packages_to_install is None else packages_to_install,
+            packages_to_install=pod_packages() if packages_to_install is None else packages_to_install,
             additional_funcs=additional,
             **component_kwargs,
         )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from mlcost import __version__
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
@@ -132,8 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitStatus.BAD_INPUT
     try:
         return int(args.func(args))
-    except ConfigError as e:
+    except (ConfigError, MissingExtra) as e:
         print(f"mlcost {args.command}: {e}", file=sys.stderr)
+        return ExitStatus.BAD_INPUT
+    except ModuleNotFoundError as e:  # an optional module imported past a require_extra check
+        from mlcost.extras import extra_for
+
+        extra = extra_for(e.name or "")
+        if extra is None:
+            raise
+        print(f"mlcost {args.command}: {MissingExtra(extra, [e.name or ''])}", file=sys.stderr)
         return ExitStatus.BAD_INPUT
 
 

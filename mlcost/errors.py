@@ -49,6 +49,37 @@ class UnknownGpuType(ConfigError, KeyError):
         return self.args[0]
 
 
+class MissingExtra(MlcostError, ImportError):
+    """A feature needs an optional part of mlcost that is not installed.
+
+    The core is only the meter; reports, charts, the demo and the adapters are extras. The message is
+    the command that fixes it, so the CLI prints it and exits 2 (bad input: the environment) without a
+    traceback. An ``ImportError`` too, so code that falls back on a missing import still does.
+    """
+
+    def __init__(self, extra: str, modules: list[str], *, what: str | None = None) -> None:
+        self.extra = extra
+        self.modules = list(modules)
+        names = ", ".join(self.modules)
+        super().__init__(
+            f"{what or 'this'} needs the [{extra}] extra ({names} {'is' if len(self.modules) == 1 else 'are'} "
+            f"not installed): pip install 'mlcost[{extra}]'",
+            name=self.modules[0] if self.modules else None,
+        )
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def __reduce__(self):
+        return (_rebuild_missing_extra, (self.extra, self.modules, self.args[0]))
+
+
+def _rebuild_missing_extra(extra, modules, message):
+    error = MissingExtra(extra, modules)
+    error.args = (message,)
+    return error
+
+
 class TelemetryError(MlcostError):
     """A telemetry backend failed in a way the meter turns into a `degraded` record."""
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = gate(args)
-    except ConfigError as e:
+    except (ConfigError, MissingExtra) as e:
         print(f"mlcost gate: {e}", file=sys.stderr)
         return int(ExitStatus.BAD_INPUT)
     _emit(result, args)
@@ -96,6 +96,10 @@ def gate(args: argparse.Namespace) -> Any:
     from mlcost.gate.policies import ERROR, evaluate
     from mlcost.policy import Policy
 
+    if args.engine == "gx":
+        from mlcost.extras import require_extra
+
+        require_extra("gx", what="mlcost gate --engine gx")
     policy = Policy.load(args.policy) if args.policy else Policy.load()
     tracking_uri = args.tracking_uri or None
     experiments: list[str] = list(args.experiment or [])

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 from mlcost.exit_status import ExitStatus
+from mlcost.extras import require_extra
 
 
 def register(subparsers: Any) -> None:
@@ -112,7 +113,7 @@ def _guard(fn: Any) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except ConfigError as e:
+        except (ConfigError, MissingExtra) as e:
             print(f"mlcost {getattr(args, 'command', '') or ''}: {e}".replace("  ", " "), file=sys.stderr)
             return ExitStatus.BAD_INPUT
 
@@ -180,6 +181,9 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
 
 @_guard
 def run_report(args: argparse.Namespace) -> int:
+    require_extra("reports", what="mlcost report")
+    if args.validate:
+        require_extra("gx", what="mlcost report --validate")
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.reports.analysis import DIMENSIONS, parse_outcomes
     from mlcost.reports.render import to_html, to_markdown, to_terminal
@@ -222,6 +226,7 @@ def run_report(args: argparse.Namespace) -> int:
 # export -----------------------------------------------------------------------------------------
 @_guard
 def run_export(args: argparse.Namespace) -> int:
+    require_extra("reports", what="mlcost export")
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.reports.focus import FOCUS_VERSION, focus_rows, write_focus
 
@@ -240,6 +245,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     import json
 
+    require_extra("reports", what="mlcost compare")
     from mlcost.reports.compare import compare_models, cost_quality_png
 
     table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=args.tracking_uri,

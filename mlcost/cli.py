@@ -124,11 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitStatus.BAD_INPUT
-    try:
-        return int(args.func(args))
-    except ConfigError as e:
-        print(f"mlcost {args.command}: {e}", file=sys.stderr)
-        return ExitStatus.BAD_INPUT
+    from mlcost.error_boundary import run_command  # every failure: a message and exit 2, never exit 1
+
+    return run_command(f"mlcost {args.command}", lambda: args.func(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

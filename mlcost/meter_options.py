@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 
 from mlcost.durations import parse_duration
 from mlcost.errors import ConfigError
+from mlcost.errors import shown as _show
 from mlcost.names import PRICING_MODELS, WORKLOADS
 
 MAX_GPUS = 1_000_000  # per step; no cluster is larger, and a bound keeps the money arithmetic finite
@@ -156,14 +157,6 @@ def split_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _text(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("text"))
-
-
-def _show(value: Any) -> str:
-    """A short description of a bad value: never the repr of a huge object."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**60:
-        return f"an integer of {value.bit_length()} bits"  # repr() refuses beyond 4,300 digits
-    text = repr(value) if isinstance(value, (str, int, float, bool)) else f"a {type(value).__name__}"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _looks_numeric(text: str) -> bool:

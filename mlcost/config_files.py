@@ -52,7 +52,9 @@ def read_text(path: str | Path, *, what: str = "file", max_bytes: int = MAX_CONF
                           source=source) from e
 
 
-def load_yaml_documents(text: str, *, source: str, max_nodes: int = MAX_YAML_NODES) -> list[Any]:
+def load_yaml_documents(
+    text: str, *, source: str, max_nodes: int = MAX_YAML_NODES, syntax_hint: str = ""
+) -> list[Any]:
     """Every document of a YAML stream (safe types only), refusing documents that expand past
     ``max_nodes`` through aliases, that refer to themselves, or that nest deeper than the parser
     can go."""
@@ -69,7 +71,11 @@ def load_yaml_documents(text: str, *, source: str, max_nodes: int = MAX_YAML_NOD
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(e, 'problem', None) or e}", source=source) from e
+        raise ConfigError(
+            f"not valid YAML{where}{syntax_hint}: {getattr(e, 'problem', None) or e}", source=source
+        ) from e
+    except ConfigError:
+        raise
     except RecursionError:
         raise ConfigError("not a usable YAML file: nested too deeply", source=source) from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts

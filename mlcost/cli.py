@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from mlcost import __version__
-from mlcost.errors import ConfigError, MissingExtra
+from mlcost.errors import ConfigError
 from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
@@ -130,19 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitStatus.BAD_INPUT
-    try:
-        return int(args.func(args))
-    except (ConfigError, MissingExtra) as e:
-        print(f"mlcost {args.command}: {e}", file=sys.stderr)
-        return ExitStatus.BAD_INPUT
-    except ModuleNotFoundError as e:  # an optional module imported past a require_extra check
-        from mlcost.extras import extra_for
+    from mlcost.error_boundary import run_command  # every failure: a message and exit 2, never exit 1
 
-        extra = extra_for(e.name or "")
-        if extra is None:
-            raise
-        print(f"mlcost {args.command}: {MissingExtra(extra, [e.name or ''])}", file=sys.stderr)
-        return ExitStatus.BAD_INPUT
+    return run_command(f"mlcost {args.command}", lambda: args.func(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -74,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the gate as its own program (``python -m mlcost.gate.command``)."""
     parser = argparse.ArgumentParser(prog="mlcost gate")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    from mlcost.error_boundary import run_command
+
+    return run_command("mlcost gate", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

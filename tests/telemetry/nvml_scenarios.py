@@ -58,13 +58,14 @@ class Scenario:
 
 
 BUSY = ((0.0, 0, 90, 30, 500, 40), (1.0, 0, 0, 30, 120, 0), (2.0, 0, 60, 50, 400, 10))
+OLD = ((0.0, 0, 90, 10, 200, 0), (1.0, 0, 0, 10, 40, 0), (2.0, 0, 60, 14, 160, 0))  # a 16 GB, 250 W board
 THREE = ((0.0, 0, 10, 5, 100, 0), (0.0, 1, 70, 40, 450, 30), (0.0, 2, 30, 20, 300, 10),
          (2.0, 0, 0, 5, 90, 0), (2.0, 1, 95, 38, 600, 50), (2.0, 2, 50, 25, 350, 20))
 
 SCENARIOS = {s.name: s for s in (
     Scenario("h100_pair", THREE[:2] + THREE[3:5], devices=2, checks=("discovery", "figures", "gpm_signal")),
     Scenario("a100_without_gpm", BUSY, gpu="A100-80GB", checks=("discovery", "figures", "nvml_signal")),
-    Scenario("old_gpu_without_energy_counter", BUSY, gpu="P100", checks=("figures", "integrated_energy")),
+    Scenario("old_gpu_without_energy_counter", OLD, gpu="P100", checks=("figures", "integrated_energy")),
     Scenario("visible_indices", THREE, gpu="A100-80GB", devices=3, visible="2,0", checks=("visible", "figures")),
     Scenario("visible_gpu_uuids", THREE, gpu="A100-80GB", devices=3,
              visible="GPU-5e1f0002-aaaa-4bbb-8ccc-000000000002,GPU-5e1f0000", checks=("visible", "figures")),
@@ -394,8 +395,18 @@ def _main(kind: str, name: str) -> None:
     import ctypes
     import os
 
+    import pynvml
+
     from mlcost.telemetry import open_backend
 
+    symbols: set[str] = set()
+    lookup = pynvml._nvmlGetFunctionPointer
+
+    def recording(symbol: str) -> Any:  # which C symbols the backend reaches, for the suite to compare
+        symbols.add(symbol)
+        return lookup(symbol)
+
+    pynvml._nvmlGetFunctionPointer = recording
     s = SCENARIOS[name]
     if kind == "sampler":
         lib = ctypes.CDLL("libnvidia-ml.so.1")  # the same library pynvml loads (LD_LIBRARY_PATH)
@@ -404,6 +415,7 @@ def _main(kind: str, name: str) -> None:
         result = run_sampler(s, open_backend(), lib.nvmlStandinSetTime)
     else:
         result = run_meter(s, None, os.environ["MLCOST_LEDGER"])
+    result["symbols"] = sorted(symbols)
     json.dump(result, sys.stdout)
 
 

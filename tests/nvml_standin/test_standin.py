@@ -114,3 +114,16 @@ def test_a_declared_gpu_type_other_than_the_detected_one_is_kept_beside_it(stand
     step, stderr, _ = _meter(standin_env, tmp_path, rows, 0.1, header=sc.HEADER.rsplit(",", 1)[0], gpu_type="L4")
     assert (step.gpu_type, step.detected_gpu_type, step.gpu_type_mismatch) == ("L4", "H100", True)
     assert stderr.count("gpu_type='L4' was declared but this job runs on H100") == 1
+
+
+def test_the_gpu_suite_passes_against_the_standin(standin_env, tmp_path):
+    """``MLCOST_GPU_BACKEND=nvml pytest -m gpu``, the command for a real GPU, run here on the stand-in."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("t_s,device,util_pct,mem_used_gb,power_w\n0,0,80,20,400\n0,1,10,5,150\n")
+    env = standin_env(MLCOST_GPU_BACKEND="nvml", MLCOST_NVML_STANDIN_TRACE=str(trace),
+                      MLCOST_NVML_STANDIN_DEVICES="2")
+    here = __import__("pathlib").Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                           str(here / "telemetry" / "test_gpu.py")], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=here.parent)
+    assert done.returncode == 0 and " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]

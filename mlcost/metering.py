@@ -26,7 +26,7 @@ from mlcost.interrupt import Interrupter, StepInterrupted, TerminationHook
 from mlcost.meter_options import MeterOptions
 from mlcost.policy import Policy
 from mlcost.pricing.catalog import PriceCatalog
-from mlcost.pricing.cost import allocated_cost, price
+from mlcost.pricing.cost import allocated_cost, device_type, price
 from mlcost.sinks.ledger import Ledger
 from mlcost.step import (
     STATUS_BREACHED,
@@ -124,6 +124,7 @@ class Meter:
         self._sampler: Sampler | None = None
         self._unit_price: float | None = None
         self._price_note: str | None = None
+        self._device_types: list[str] | None = None  # set when the devices differ (MIG profiles)
         self._started_at = ""
         self._exiting = False
         self._interrupts_sent = 0
@@ -143,11 +144,14 @@ class Meter:
     def gpu_type(self) -> str | None:
         if self._requested_type is not None:
             return self.catalog.canonical(self._requested_type)
+        return self.detected_gpu_type
+
+    @property
+    def detected_gpu_type(self) -> str | None:
+        """The first device's catalog type, as detected (the record's type when none is declared;
+        devices of other profiles are priced as their own, see :meth:`_resolve_price`)."""
         devices = self._sampler.devices if self._sampler else []
-        if devices and devices[0].gpu_type:
-            d = devices[0]
-            return f"{d.gpu_type}:{d.mig_profile}" if d.mig_profile else d.gpu_type
-        return None
+        return device_type(devices[0]) if devices else None
 
     def cost_so_far(self) -> float:
         """USD spent so far by the allocation (GPUs × elapsed × price): what the budget is checked on."""
@@ -222,11 +226,20 @@ class Meter:
 
     # internals --------------------------------------------------------------------------------
     def _resolve_price(self) -> float | None:
-        gpu_type = self.gpu_type
+        gpu_type, detected = self.gpu_type, self.detected_gpu_type
+        if self._requested_type is not None and detected is not None and detected != gpu_type:
+            _warn_mismatch(gpu_type, detected)
+        devices = self._sampler.devices if self._sampler else []
+        types = [device_type(d) for d in devices]
+        if self._requested_type is None and len(set(types)) > 1 and None not in types:
+            self._device_types = types  # type: ignore[assignment]  # each device priced as its own type
         if gpu_type is None:
             self._price_note = "GPU type unknown (pass gpu_type=...): the step is not priced"
             return None
         try:
+            if self._device_types:
+                return price(Usage(duration_s=3600.0, gpus_allocated=1), self.catalog, gpu_type, self.pricing,
+                             device_types=self._device_types).gpu_hour_usd
             return self.catalog.gpu_hour_usd(gpu_type, self.pricing)
         except UnknownGpuType as e:
             if self._requested_type is not None:
@@ -282,7 +295,7 @@ class Meter:
         gpu_type = self.gpu_type
         money: dict[str, Any] = {}
         if self._unit_price is not None and gpu_type is not None:
-            c = price(usage, self.catalog, gpu_type, self.pricing)
+            c = price(usage, self.catalog, gpu_type, self.pricing, device_types=self._device_types)
             money = {
                 "gpu_hour_usd": c.gpu_hour_usd,
                 "total_usd": c.total_usd,
@@ -304,6 +317,7 @@ class Meter:
             duration_s=usage.duration_s,
             gpus=usage.gpus_allocated,
             gpu_type=gpu_type,
+            detected_gpu_type=self.detected_gpu_type,
             pricing=self.pricing,
             tags=self.tags,
             run_key=self.run_key,
@@ -413,6 +427,17 @@ class Meter:
             self.ledger.write(step, series=series)
         except Exception as e:  # the job must not die because the ledger disk is full
             log.error("mlcost: could not write step %s to the ledger %s: %s", step.step_id, self.ledger.path, e)
+
+
+_mismatches_warned: set[tuple[str, str]] = set()
+
+
+def _warn_mismatch(declared: str, detected: str) -> None:
+    """Once per process and pair: a DAG of a hundred steps declared the same way says it once."""
+    if (declared, detected) not in _mismatches_warned:
+        _mismatches_warned.add((declared, detected))
+        log.warning("mlcost: gpu_type=%r was declared but this job runs on %s; it is priced as declared "
+                    "(the record keeps both)", declared, detected)
 
 
 def _host_sampler() -> Any | None:

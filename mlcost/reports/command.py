@@ -166,6 +166,11 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
         ("median", "usual (median)", lambda v: num(v, ".4g")), ("z", "robust z", lambda v: num(v, ".1f")),
         ("cause", "likely cause", str)],
         note="" if len(an) else "No step's cost or GPU-hours is far outside its own history."))  # fmt: skip
+    mismatched = _gpu_type_mismatches(ledger, period)
+    if len(mismatched):  # issue 10 item 7: priced as declared, shown beside what ran
+        report.sections.append(frame_section("Declared GPU type differs from the detected one", mismatched, [
+            ("name", "step", str), ("gpu_type", "priced as", str), ("detected", "ran on", str),
+            ("steps", "steps", str)]))  # fmt: skip
     if plots:
         first = by[0] if by else "team"
         cb = report.data.get(f"chargeback_{first}")
@@ -177,6 +182,16 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
             report.plots.append(("Idle GPU $ by team", bar_png(list(idle["team"].astype(str))[:15],
                                  list(idle["idle_usd"])[:15], "Idle GPU cost by team")))  # fmt: skip
     return report
+
+
+def _gpu_type_mismatches(ledger: Any, period: Any) -> Any:
+    """Steps whose declared gpu_type is not the GPU they ran on (the record's detected_gpu_type)."""
+    from mlcost.reports.analysis import _frame
+
+    detected = "json_extract(record, '$.detected_gpu_type')"
+    where, args = period.where(f"gpu_type IS NOT NULL AND {detected} IS NOT NULL AND {detected} != gpu_type")
+    return _frame(ledger, f"SELECT name, gpu_type, {detected} AS detected, COUNT(*) AS steps FROM steps {where} "
+                          "GROUP BY 1, 2, 3 ORDER BY steps DESC", args)  # fmt: skip
 
 
 @_guard

@@ -52,7 +52,8 @@ def test_a_running_row_whose_heartbeat_is_old_reads_as_lost_with_its_last_usage(
     def statuses(now: datetime) -> dict:
         st = effective_status(now=now, after_s=600)
         with ledger.store.connect() as conn:
-            return {r.step_id: (r.status, r.total_usd, r.gpu_hours) for r in conn.execute(q.add_columns(st.label("status")))}
+            rows = conn.execute(q.add_columns(st.label("status")))
+            return {r.step_id: (r.status, r.total_usd, r.gpu_hours) for r in rows}
 
     assert statuses(beat + timedelta(seconds=599))["dead"][0] == "running"
     assert statuses(beat + timedelta(seconds=601)) == {"dead": ("lost", 4.25, 1.5), "done": ("succeeded", 1.0, 0.0)}
@@ -126,7 +127,8 @@ def test_a_ledger_from_before_the_split_is_migrated_once(tmp_path, make_step):
         conn.execute(f"CREATE TABLE steps ({', '.join(f'{c} {t}' for c, t in COLUMNS.items())})")
         for s in (make_step("a", "succeeded", total_usd=1.5), make_step("b", total_usd=0.5)):
             row = _row(s)
-            conn.execute(f"INSERT INTO steps ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+            marks = ", ".join("?" * len(row))
+            conn.execute(f"INSERT INTO steps ({', '.join(row)}) VALUES ({marks})", tuple(row.values()))
     assert main(["ledger", "upgrade", "--ledger", str(path)]) == 0
     with sqlite3.connect(path) as conn:
         assert conn.execute(f"SELECT version_num FROM {migrate.VERSION_TABLE}").fetchone() == (migrate.HEAD,)

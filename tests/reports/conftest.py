@@ -35,7 +35,18 @@ def step(
     spot: float | None = None,
     run_key: str | None = None,
     extra_tags: dict[str, str] | None = None,
+    device_utils: list[float | None] | None = None,
 ) -> StepCost:
+    """A step as the meter records it; ``device_utils`` gives each device its own mean util (the
+    step's ``util`` is then their mean over the allocation); ``status="refused"`` is a step refused
+    at preflight: ``breached``, nothing run, $0."""
+    if status == "refused":
+        status, total, hours, util, mem_gb, idle_fraction, spot = "breached", 0.0, 0.0, None, None, None, None
+        devices = 0
+    if device_utils is not None:
+        devices = len(device_utils)
+        known = [u for u in device_utils if u is not None]
+        util = sum(known) / gpus if known else None
     tags = {k: v for k, v in (("team", team), ("project", project), ("model", model), ("workload", workload)) if v}
     tags.update(extra_tags or {})
     n_dev = gpus if devices is None else devices
@@ -66,7 +77,7 @@ def step(
                 index=i,
                 gpu_type=gpu_type,
                 seconds=hours * 3600,
-                util_mean_pct=util,
+                util_mean_pct=util if device_utils is None else device_utils[i],
                 mem_peak_gb=mem_gb,
                 mem_total_gb=80.0,
             )

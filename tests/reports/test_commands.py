@@ -66,6 +66,11 @@ def test_report_bad_input_exits_2(ledger, mk, tmp_path, capsys):
     assert main(["report", "--ledger", str(ledger.path), "--since", "last tuesday"]) == 2
     assert main(["report", "--ledger", str(ledger.path), "--outcome", "orders"]) == 2
     assert "--by" in capsys.readouterr().err
+    assert main(["report", "--ledger", str(ledger.path), "--since", "3000000d"]) == 2  # not OverflowError
+    assert main(["export", "--focus", "--ledger", str(ledger.path), "--since", "3000000d", "-o", "-"]) == 2
+    assert main(["export", "--focus", "--ledger", str(ledger.path), "--until", "garbage", "-o", "-"]) == 2
+    err = capsys.readouterr().err
+    assert "--since: the span '3000000d' reaches before year 1" in err and "--until: expected an ISO" in err
 
 
 def test_focus_export_csv_and_parquet(ledger, mk, tmp_path):

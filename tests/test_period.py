@@ -23,21 +23,22 @@ def test_iso_dates_and_spans():
 
 @pytest.mark.parametrize("value", ["garbage", "last tuesday", "7 days", "-3d", "2025-13-01", "1e9d", "nan"])
 def test_garbage_is_a_config_error_naming_the_flag(value):
-    with pytest.raises(ConfigError, match="--since: expected an ISO date/time .* or a span"):
+    with pytest.raises(ConfigError, match=r"--since: expected an ISO date/time .* or a span"):
         parse_when(value, field="--since")
 
 
 @pytest.mark.parametrize("value", ["3000000d", "99999999999999999999d", "1000000000h"])
 def test_a_span_before_year_one_is_a_config_error_not_an_overflow(value):
-    with pytest.raises(ConfigError, match="--until: the span .* reaches before year 1"):
+    with pytest.raises(ConfigError, match=r"--until: the span .* reaches before year 1"):
         parse_when(value, field="--until")
 
 
 def test_a_period_that_ends_before_it_starts_is_refused():
-    with pytest.raises(ConfigError, match="--until.*not after --since"):
+    with pytest.raises(ConfigError, match=r"--until.*not after --since"):
         Period.parse("2025-06-02", "2025-06-01")
     assert Period("2025-06-01").since == datetime(2025, 6, 1, tzinfo=timezone.utc)
-    assert Period.parse(None, "7d", now=NOW).label() == f"from the first step to {(NOW - timedelta(days=7)).isoformat()}"
+    week_ago = (NOW - timedelta(days=7)).isoformat()
+    assert Period.parse(None, "7d", now=NOW).label() == f"from the first step to {week_ago}"
 
 
 @pytest.mark.parametrize(

@@ -240,7 +240,9 @@ def test_unknown_experiment_or_bad_filter_exits_2(store, tmp_path, capsys):
     assert rc == 2
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--since", "garbage"), ("--until", "3000000d"), ("--since", "2999-01-01")])
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--since", "garbage"), ("--until", "3000000d"), ("--since", "2999-01-01")]
+)
 def test_a_bad_period_exits_2_and_never_passes(store, tmp_path, flag, value, capsys):
     # issue 16 item 3: `gate --ledger L --since garbage` compared the text with the timestamps, matched
     # nothing and printed "All policies passed!"; an empty period (since after until) is bad input too

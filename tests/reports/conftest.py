@@ -87,9 +87,28 @@ def step(
     )
 
 
-@pytest.fixture
-def ledger(tmp_path) -> Ledger:
-    return Ledger(tmp_path / "ledger.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path, monkeypatch) -> Ledger:
+    """The report tests run on both backends: a SQLite file, and a fresh database on the session's
+    real PostgreSQL (tests/pg_server.py), with this machine's outbox in the test's folder."""
+    if request.param == "sqlite":
+        return Ledger(tmp_path / "ledger.db")
+    monkeypatch.setenv("MLCOST_OUTBOX", str(tmp_path / "outbox.db"))
+    return Ledger(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engines():
+    """A test's pooled connections end with it (each PostgreSQL test has its own database)."""
+    yield
+    from mlcost.ledger.store import dispose_all
+
+    dispose_all()
+
+
+def spec(ledger: Ledger) -> str:
+    """What ``--ledger`` says for ``ledger``: its file, or its database's URL."""
+    return ledger.target.url if ledger.shared else str(ledger.path)
 
 
 def write(ledger: Ledger, *steps: StepCost) -> list[StepCost]:
@@ -106,5 +125,5 @@ def mk():
         pass
 
     m = _Mk()
-    m.step, m.write = step, write
+    m.step, m.write, m.spec = step, write, spec
     return m

@@ -134,3 +134,17 @@ def test_cost_view_groups_and_dag_runs(ledger_spec):
         ("d1", 12.0, pytest.approx(2.5 / 12)), ("d2", 4.0, 0.75)]  # fmt: skip
     assert [(r["task_id"], r["steps"]) for r in tasks] == [("fit", 1), ("eval", 1)]
     assert [(r["run_key"], r["dag_id"], r["total_usd"]) for r in runs] == [("airflow:d2/r1", "d2", 4.0)]
+
+
+def test_the_cost_view_parses_since_as_every_reader_does(ledger_spec):
+    from fastapi.testclient import TestClient
+    from mlcost.plugins.cost_view import create_app
+
+    Ledger(ledger_spec).write(_step("v1", 3.0, run_key="airflow:d/r1", context={"dag_id": "d"}))
+    client = TestClient(create_app(ledger_spec))
+    assert client.get("/api/costs", params={"since": "2026-01-05"}).json()["total_usd"] == 3.0
+    assert client.get("/api/costs", params={"since": "2026-01-06"}).json()["total_usd"] == 0
+    for bad in ("garbage", "3000000d"):  # was: a string comparison that matched nothing, or a 500
+        answer = client.get("/api/costs", params={"since": bad})
+        assert answer.status_code == 400 and answer.json()["detail"].startswith("since: ")
+    assert client.get("/api/runs", params={"since": "yesterday-ish"}).status_code == 400

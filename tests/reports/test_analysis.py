@@ -162,16 +162,18 @@ def test_a_refused_step_is_not_a_retrain_nor_a_run_to_right_size(ledger, mk):
 
 # issue 10 item 9: anomalies per step name and tags, against the runs before each one -----------------
 def test_two_teams_train_steps_are_two_histories(ledger, mk):
-    days = [f"2025-06-{d:02d}T10:00:00+00:00" for d in range(1, 21)]
-    steps = []
-    for i, day in enumerate(days):  # every day both teams train: search's costs ~$10, ads' ~$100
-        steps.append(mk.step("train", 10.0 + (i % 3) * 0.2, team="search", model="ranker", started=day))
-        steps.append(mk.step("train", 100.0 + (i % 3) * 2, team="ads", model="ctr",
-                             started=day.replace("10:00", "11:00")))  # fmt: skip
+    # search trains a small ranker daily (~$10); ads trains a big model now and then (~$100, as usual
+    # for them). One history per name would call every ads run a 10x spike of search's `train`.
+    steps = [mk.step("train", 10.0 + (d % 3) * 0.2, team="search", model="ranker",
+                     started=f"2025-06-{d:02d}T10:00:00+00:00") for d in range(1, 21)]  # fmt: skip
+    steps += [mk.step("train", 100.0 + (d % 3) * 2, team="ads", model="ctr",
+                      started=f"2025-06-{d:02d}T11:00:00+00:00") for d in range(3, 20, 2)]  # fmt: skip
     mk.write(ledger, *steps)
-    # one history of both would put the median between the two teams, and the MAD near half their gap:
-    # ordinary runs flagged; per team, nothing is unusual
     assert a.anomalies(ledger, ALL).empty
+    # a real spike of ads' train is still found, against ads' own past
+    spike = mk.step("train", 400.0, team="ads", model="ctr", gpus=4, started="2025-06-25T11:00:00+00:00")
+    mk.write(ledger, spike)
+    assert list(a.anomalies(ledger, ALL)["step_id"]) == [spike.step_id]
 
 
 def test_a_run_is_compared_only_with_runs_before_it(ledger, mk):

@@ -12,62 +12,42 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-GROUPS: dict[str, tuple[str, ...]] = {
-    "dag": ("dag_id",),
-    "task": ("dag_id", "task_id"),
-    "team": ("team",),
-    "model": ("model",),
-}
-_EXPR = {
-    "dag_id": "COALESCE(json_extract(record, '$.context.dag_id'), '(none)')",
-    "task_id": "COALESCE(json_extract(record, '$.context.task_id'), name)",
-    "team": "COALESCE(team, '(untagged)')",
-    "model": "COALESCE(model, '(untagged)')",
-}
+
+def __getattr__(name: str) -> Any:
+    """``GROUPS`` (dag, task, team, model -> key columns), from the query layer on first use: the
+    plugin module loads in every Airflow process, which need not build SQL."""
+    if name == "GROUPS":
+        from mlcost.ledger.queries import COST_VIEW_GROUPS
+
+        return COST_VIEW_GROUPS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _where(since: str | None, dag_id: str | None) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    if since:
-        clauses.append("started_at >= ?")
-        args.append(since)
-    if dag_id:
-        clauses.append(f"{_EXPR['dag_id']} = ?")
-        args.append(dag_id)
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+def _period(since: str | None) -> Any:
+    """``since`` as every reader parses it (an ISO time or a span such as ``7d``); a bad value is a
+    ConfigError naming the parameter, which the app answers with 400."""
+    from mlcost.period import Period
+
+    return Period.parse(since, None, since_field="since")
 
 
 def cost_by(ledger: Any, group: str, *, since: str | None = None, dag_id: str | None = None) -> list[dict]:
-    """Rows of ``{<keys>, total_usd, idle_usd, idle_share, gpu_hours, steps, runs, ...}``, costliest first."""
-    keys = GROUPS[group]
-    select = ", ".join(f"{_EXPR[k]} AS {k}" for k in keys)
-    where, args = _where(since, dag_id)
-    sql = (
-        f"SELECT {select}, SUM(COALESCE(total_usd, 0)) AS total_usd, SUM(COALESCE(idle_usd, 0)) AS idle_usd, "
-        "SUM(COALESCE(gpu_hours, 0)) AS gpu_hours, SUM(COALESCE(duration_s, 0)) AS duration_s, COUNT(*) AS steps, "
-        "COUNT(DISTINCT run_key) AS runs, SUM(source = 'meter') AS metered_steps, "
-        "SUM(status IN ('failed', 'breached', 'killed')) AS failed_steps, MAX(simulated) AS simulated "
-        f"FROM steps {where} GROUP BY {', '.join(keys)} ORDER BY total_usd DESC, {', '.join(keys)}"
-    )
-    out = []
-    for row in ledger.rows(sql, tuple(args)):
-        d = dict(row)
-        d["idle_share"] = (d["idle_usd"] / d["total_usd"]) if d["total_usd"] else None
-        d["simulated"] = bool(d["simulated"])
-        out.append(d)
-    return out
+    """Rows of ``{<keys>, total_usd, idle_usd, idle_share, gpu_hours, steps, runs, lost_steps, ...}``,
+    costliest first: :func:`mlcost.ledger.queries.cost_by_group`, aggregated in the database."""
+    from mlcost.ledger.queries import cost_by_group, reading
+
+    period = _period(since)
+    with reading(ledger) as conn:
+        return cost_by_group(conn, group, period, dag_id=dag_id)
 
 
 def dag_runs(ledger: Any, *, since: str | None = None, dag_id: str | None = None, limit: int = 50) -> list[dict]:
-    """The latest DAG runs with their total and idle cost."""
-    where, args = _where(since, dag_id)
-    extra = "run_key IS NOT NULL" if not where else "AND run_key IS NOT NULL"
-    sql = (
-        f"SELECT run_key, {_EXPR['dag_id']} AS dag_id, MIN(started_at) AS started_at, "
-        "SUM(COALESCE(total_usd, 0)) AS total_usd, SUM(COALESCE(idle_usd, 0)) AS idle_usd, COUNT(*) AS steps "
-        f"FROM steps {where or 'WHERE'} {extra} GROUP BY run_key ORDER BY started_at DESC LIMIT ?"
-    )
-    return [dict(r) for r in ledger.rows(sql, (*args, int(limit)))]
+    """The latest DAG runs with their total and idle cost: :func:`mlcost.ledger.queries.dag_run_costs`."""
+    from mlcost.ledger.queries import dag_run_costs, reading
+
+    period = _period(since)
+    with reading(ledger) as conn:
+        return dag_run_costs(conn, period, dag_id=dag_id, limit=limit)
 
 
 def _money(v: Any) -> str:
@@ -100,10 +80,12 @@ _STYLE = (
 
 
 def render_page(ledger: Any, *, since: str | None = None, dag_id: str | None = None) -> str:
+    from mlcost.ledger.queries import COST_VIEW_GROUPS as GROUPS
+
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>mlcost: cost</title><style>{_STYLE}</style></head>",
         "<body><h1>GPU cost</h1>",
-        f"<p>Ledger: <code>{html.escape(str(ledger.path))}</code>"
+        f"<p>Ledger: <code>{html.escape(str(ledger.where))}</code>"
         + (f" &middot; since {html.escape(since)}" if since else "")
         + (f" &middot; DAG {html.escape(dag_id)}" if dag_id else "")
         + " &middot; JSON: <a href='api/costs?group=dag'>api/costs</a></p>",
@@ -128,14 +110,20 @@ def create_app(ledger_path: str | os.PathLike[str] | None = None) -> Any:
     """The FastAPI app (imported only here: workers that load the plugin for its listener never
     import FastAPI). ``ledger_path`` defaults to ``$MLCOST_LEDGER``, read per request."""
     from fastapi import FastAPI, HTTPException, Query
-    from fastapi.responses import HTMLResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
 
-    from mlcost.sinks.ledger import Ledger
+    from mlcost.errors import ConfigError
+    from mlcost.ledger.book import Ledger, open_ledger
+    from mlcost.ledger.queries import COST_VIEW_GROUPS as GROUPS
 
     app = FastAPI(title="mlcost cost view", description="GPU cost by DAG, task, team and model, from the ledger")
 
+    @app.exception_handler(ConfigError)
+    def bad_input(_request: Any, exc: ConfigError) -> JSONResponse:  # a bad query parameter, no ledger
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
     def ledger() -> Ledger:
-        return Ledger(ledger_path)
+        return open_ledger(ledger_path)  # read-only; the shared one when the path is a URL
 
     @app.get("/", response_class=HTMLResponse)
     def page(since: str | None = None, dag_id: str | None = None) -> str:
@@ -158,7 +146,7 @@ def create_app(ledger_path: str | os.PathLike[str] | None = None) -> Any:
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "ledger": str(ledger().path)}
+        return {"status": "ok", "ledger": ledger().where}
 
     return app
 

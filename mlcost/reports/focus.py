@@ -16,9 +16,8 @@ from mlcost.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from mlcost.period import Period
     from mlcost.pricing.catalog import PriceCatalog
-    from mlcost.reports.analysis import Period
-    from mlcost.sinks.ledger import Ledger
 
 FOCUS_VERSION = "1.2"
 MANDATORY = (
@@ -55,7 +54,7 @@ def _month(iso: str) -> tuple[str, str]:
 
 
 def focus_rows(
-    ledger: Ledger,
+    ledger: Any,
     period: Period,
     catalog: PriceCatalog,
     *,
@@ -67,12 +66,12 @@ def focus_rows(
     """The ledger's sealed steps in ``period`` as FOCUS rows (a DataFrame with :data:`COLUMNS`)."""
     import pandas as pd
 
-    where, args = period.where()
-    with ledger.connect() as conn:
-        rows = conn.execute(f"SELECT record FROM steps {where} ORDER BY started_at, step_id", args).fetchall()
+    from mlcost.ledger.queries import reading, step_records
+
+    with reading(ledger) as conn:
+        rows = list(step_records(conn, period))  # counted steps: sealed, and lost ones (status "lost")
     out: list[dict[str, Any]] = []
-    for row in rows:
-        r = json.loads(row["record"])
+    for r in rows:
         start = _utc(r["started_at"])
         end = _utc(r.get("ended_at")) or start
         bp_start, bp_end = _month(start)

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from typing import Any
 
 from mlcost import __version__
 from mlcost.errors import ConfigError
@@ -26,25 +27,45 @@ def _sync(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from mlcost.sinks.ledger import Ledger
+    from mlcost.sinks.mlflow_reach import resolve_tracking_uri
     from mlcost.sync import sync
 
     ledger = Ledger(args.ledger)
     if not ledger.path.exists():
         Console(stderr=True).print(f"[red]no ledger at {ledger.path}[/red] (set MLCOST_LEDGER or --ledger)")
         return ExitStatus.BAD_INPUT
-    result = sync(ledger, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    uri = resolve_tracking_uri(args.tracking_uri)  # none: an error, never a stray ./mlflow.db
     console = Console()
+    result = _with_progress(console, lambda on_step: sync(ledger, tracking_uri=uri, experiment=args.experiment,
+                                                         on_step=on_step))  # fmt: skip
     for step_id, why in result.failed.items():
-        console.print(f"[red]failed[/red] {step_id}: {why}")
-    console.print(
-        f"Synced {len(result.synced)} step{'s' * (len(result.synced) != 1)} to MLflow"
-        + (
-            f", {len(result.failed)} failed (run `mlcost sync` again when MLflow is reachable)"
-            if result.failed
-            else "."
+        console.print(f"[red]failed[/red] {step_id}: {why}", soft_wrap=True)
+    plural = "s" * (result.kept != 1)
+    if result.unreachable:
+        Console(stderr=True).print(
+            f"mlcost sync: gave up on {result.server} ({result.unreachable}); synced {len(result.synced)}, "
+            f"kept {result.kept} step{plural} for the next `mlcost sync`",
+            soft_wrap=True,
         )
+        return ExitStatus.FAILED
+    console.print(
+        f"Synced {len(result.synced)} step{'s' * (len(result.synced) != 1)} to MLflow {result.server}"
+        + (f", {len(result.failed)} failed (kept for the next `mlcost sync`)" if result.failed else "."),
+        soft_wrap=True,
     )
     return ExitStatus.OK if not result.failed else ExitStatus.FAILED
+
+
+def _with_progress(console: Any, work: Any) -> Any:
+    """Run ``work(on_step)`` with a rich progress bar on a terminal (none in a pipe or a log)."""
+    if not console.is_terminal:
+        return work(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task("sync", total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _prices(args: argparse.Namespace) -> int:

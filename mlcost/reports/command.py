@@ -244,9 +244,11 @@ def run_compare(args: argparse.Namespace) -> int:
     import json
 
     from mlcost.reports.compare import compare_models, cost_quality_png
+    from mlcost.sinks.mlflow_reach import reading_mlflow
 
-    table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=args.tracking_uri,
-                           min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
+    with reading_mlflow(args.tracking_uri) as uri:  # required, probed, retries bounded: an outage is exit 2
+        table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=uri,
+                               min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
     if args.chart:
         with open(args.chart, "wb") as fh:
             fh.write(cost_quality_png(table, metric=args.metric, lower_is_better=args.lower_is_better))

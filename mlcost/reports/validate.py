@@ -169,7 +169,7 @@ def _failures(vr: Any) -> list[dict[str, Any]]:
                 "expectation": cfg.type,
                 "column": kw.get("column")
                 or ",".join(kw.get("column_list") or [c for c in (kw.get("column_A"), kw.get("column_B")) if c]),
-                "examples": (r.result or {}).get("partial_unexpected_list", [])[:5],
+                "examples": [_plain(v) for v in (r.result or {}).get("partial_unexpected_list", [])[:5]],
                 "step_ids": _ids((r.result or {}).get("unexpected_index_list") or []),
                 "unexpected_count": (r.result or {}).get("unexpected_count"),
                 "meta": dict(cfg.meta or {}),
@@ -177,6 +177,13 @@ def _failures(vr: Any) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _plain(value: Any) -> Any:
+    """A value as a person reads it (``12.29``, not ``np.float64(12.29)``)."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(v) for v in value)
+    return value.item() if hasattr(value, "item") else value
 
 
 def _ids(index_list: list[Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The MLflow sink: one batched write per step, with the names of DESIGN.md.
+"""The MLflow sink: one batched write per step, with the names of docs/architecture.md.
 
 Never a tracking-store call per sample: the whole step is one ``log_batch`` (chunked at MLflow's
 1,000-metric limit) at the end, plus a small periodic flush for long steps. The tracking server may

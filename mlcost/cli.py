@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -20,7 +21,7 @@ from mlcost.errors import ConfigError
 from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
-_COMMAND_MODULES = ("mlcost.gate.command", "mlcost.reports.command")
+_COMMAND_MODULES = ("mlcost.gate.command", "mlcost.reports.command", "mlcost.ledger.command")
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -34,8 +35,15 @@ def _sync(args: argparse.Namespace) -> int:
     if not ledger.path.exists():
         Console(stderr=True).print(f"[red]no ledger at {ledger.path}[/red] (set MLCOST_LEDGER or --ledger)")
         return ExitStatus.BAD_INPUT
-    uri = resolve_tracking_uri(args.tracking_uri)  # none: an error, never a stray ./mlflow.db
     console = Console()
+    from mlcost.ledger.outbox import sync_outbox
+
+    line, delivered = sync_outbox(ledger)  # a shared ledger: its outbox first
+    if line:
+        console.print(line, highlight=False)
+    if ledger.remote is not None and not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        return ExitStatus.OK if delivered else ExitStatus.FAILED  # a shared ledger and no MLflow: done
+    uri = resolve_tracking_uri(args.tracking_uri)  # none: an error, never a stray ./mlflow.db
     result = _with_progress(console, lambda on_step: sync(ledger, tracking_uri=uri, experiment=args.experiment,
                                                          on_step=on_step))  # fmt: skip
     for step_id, why in result.failed.items():
@@ -53,7 +61,7 @@ def _sync(args: argparse.Namespace) -> int:
         + (f", {len(result.failed)} failed (kept for the next `mlcost sync`)" if result.failed else "."),
         soft_wrap=True,
     )
-    return ExitStatus.OK if not result.failed else ExitStatus.FAILED
+    return ExitStatus.OK if not result.failed and delivered else ExitStatus.FAILED
 
 
 def _with_progress(console: Any, work: Any) -> Any:
@@ -119,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     sync = sub.add_parser("sync", help="replay ledger steps that MLflow missed (idempotent)")
-    sync.add_argument("--ledger", help="ledger file (default: $MLCOST_LEDGER or ~/.mlcost/ledger.db)")
+    sync.add_argument("--ledger", help="ledger file or database URL; a URL's outbox is drained into it first "
+                      "(default: $MLCOST_LEDGER or ~/.mlcost/ledger.db)")
     sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     sync.add_argument("--experiment", help="experiment for steps that had no run (default: mlcost)")
     sync.set_defaults(func=_sync)
@@ -145,11 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitStatus.BAD_INPUT
-    try:
-        return int(args.func(args))
-    except ConfigError as e:
-        print(f"mlcost {args.command}: {e}", file=sys.stderr)
-        return ExitStatus.BAD_INPUT
+    from mlcost.error_boundary import run_command  # every failure: a message and exit 2, never exit 1
+
+    return run_command(f"mlcost {args.command}", lambda: args.func(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

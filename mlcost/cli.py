@@ -17,7 +17,6 @@ from importlib import import_module
 from typing import Any
 
 from mlcost import __version__
-from mlcost.errors import ConfigError
 from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
@@ -78,35 +77,11 @@ def _with_progress(console: Any, work: Any) -> Any:
 
 def _prices(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from mlcost.pricing.catalog import PriceCatalog
+    from mlcost.pricing.show import print_prices
 
-    catalog = PriceCatalog.load(args.prices)
-    table = Table(title=f"GPU prices, USD per GPU-hour ({'; '.join(catalog.sources)})")
-    for col in ("GPU", "on-demand", "spot", "reserved", "memory GB", "source", "as of"):
-        table.add_column(col)
-    for name in catalog.gpu_types:
-        if ":" in name and not args.mig:
-            continue
-        row = catalog.describe(name)
-
-        def fmt(pricing: str, name: str = name) -> str:
-            try:
-                return f"{catalog.gpu_hour_usd(name, pricing):.3f}"
-            except ConfigError:
-                return "-"
-
-        table.add_row(
-            name,
-            fmt("on_demand"),
-            fmt("spot"),
-            fmt("reserved"),
-            f"{catalog.memory_gb(name) or '-'}",
-            row.source or "",
-            row.as_of or "",
-        )
-    Console().print(table)
+    print_prices(PriceCatalog.load(args.prices), mig=args.mig, console=Console(), errors=Console(stderr=True))
     return ExitStatus.OK
 
 

@@ -31,7 +31,7 @@ MAX_NODES = 100_000
 
 
 class MeterOptions(BaseModel):
-    """What a metered step asks for and the limits it runs under (see DESIGN.md, "The public API")."""
+    """What a metered step asks for and the limits it runs under (see docs/architecture.md, "The public API")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -358,10 +358,13 @@ class Meter:
             usage = self._sampler.stop()  # joins the sampler thread: no flush starts after this
             if self._flush_thread is not None:  # a flush's running figures must be older than the end's
                 self._flush_thread.join(self.mlflow_timeout_s)
+            # Which MLflow run the step is meant for is settled before the ledger's sealed write, so
+            # a step whose write to the caller's active run fails is later synced into that run.
+            mlflow_on = self._mlflow_enabled()
             step = self._record(status, usage, error)
             self.cost = step
             self._write_ledger(step, series=self._sampler.series())
-            if self._mlflow_enabled():
+            if mlflow_on:
                 from mlcost.sinks.mlflow_sink import log_step_with_timeout
 
                 run_id = log_step_with_timeout(

@@ -1,7 +1,7 @@
 """The names users see: MLflow metric and tag keys, environment variables, ledger defaults.
 
 Defined once here and imported by every backend, sink and adapter so that they cannot drift apart
-(see DESIGN.md, "Names users will see").
+(see docs/architecture.md, "The public API").
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class Breach(BaseModel):
 class StepCost(BaseModel):
     """One step: what it was, what it used, what it cost, and whether it was allowed.
 
-    The public attributes of DESIGN.md (``total_usd``, ``idle_usd``, ``energy_usd``, ``energy_kwh``,
+    The public attributes of docs/architecture.md (``total_usd``, ``idle_usd``, ``energy_usd``, ``energy_kwh``,
     ``gpu_hours``, ``util_mean_pct``, ``mem_peak_gb``, ``idle_fraction``, ``telemetry``, ``devices``,
     ``samples``) are stable; the rest may grow.
     """

@@ -64,8 +64,12 @@ def isolated_mlcost(request, tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def mlflow_uri(tmp_path, monkeypatch):
-    """A real MLflow tracking store on a SQLite file, set as the tracking URI."""
+    """A real MLflow tracking store on a SQLite file, set as the tracking URI. Its schema is made
+    here, so a meter's first write does not race its MLflow timeout on a loaded machine."""
+    from mlflow.tracking import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).search_experiments()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 

@@ -85,12 +85,27 @@ def run(args: argparse.Namespace) -> int:
     from mlcost.gate.policies import exit_status
 
     try:
-        result = gate(args)
+        with _mlflow_scope(args):
+            result = gate(args)
     except (ConfigError, MissingExtra) as e:
         print(f"mlcost gate: {e}", file=sys.stderr)
         return int(ExitStatus.BAD_INPUT)
     _emit(result, args)
     return int(exit_status(result))
+
+
+def _mlflow_scope(args: argparse.Namespace) -> Any:
+    """When the gate reads MLflow (``--experiment``, or a pipeline's history on ``--tracking-uri``):
+    a tracking server is required, probed first and its retries bounded, so an outage is one line
+    and exit 2 within seconds, never minutes of retries and a "policy breached" exit 1."""
+    from contextlib import nullcontext
+
+    from mlcost.sinks.mlflow_reach import reading_mlflow
+
+    history_on_mlflow = bool(args.pipeline) and not args.no_history and bool(args.tracking_uri)
+    if args.experiment or history_on_mlflow:
+        return reading_mlflow(args.tracking_uri)
+    return nullcontext()
 
 
 def gate(args: argparse.Namespace) -> Any:

@@ -51,11 +51,13 @@ def register(subparsers: Any) -> None:
     c.add_argument("--format", choices=("terminal", "markdown", "json"), default="terminal")
     c.set_defaults(func=run_compare)
 
-    e = subparsers.add_parser("export", help="export the ledger as FinOps FOCUS 1.2 rows (CSV or Parquet)")
+    e = subparsers.add_parser("export", help="export the ledger as FinOps FOCUS 1.3 rows (CSV or Parquet)")
     _ledger_args(e)
-    e.add_argument("--focus", action="store_true", required=True, help="FOCUS 1.2 columns (the only format)")
+    e.add_argument("--focus", action="store_true", required=True, help="FOCUS 1.3 columns (the only format)")
     e.add_argument("--output", "-o", required=True, help="FILE.csv, FILE.parquet, or - for CSV on stdout")
-    e.add_argument("--provider", default="mlcost", help="ProviderName / PublisherName / InvoiceIssuerName")
+    e.add_argument("--provider", default="mlcost",
+                   help="ServiceProviderName / InvoiceIssuerName (and the deprecated ProviderName / PublisherName)")
+    e.add_argument("--host-provider", help="HostProviderName: who hosts the GPUs (default: --provider)")
     e.add_argument("--account-id", default="mlcost", help="BillingAccountId")
     e.add_argument("--region", help="RegionId")
     e.set_defaults(func=run_export)
@@ -235,7 +237,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     ledger, period = _ledger(args), _period(args)
     df = focus_rows(ledger, period, PriceCatalog.load(args.prices), provider=args.provider,
-                    account_id=args.account_id, region=args.region)  # fmt: skip
+                    account_id=args.account_id, region=args.region, host_provider=args.host_provider)  # fmt: skip
     kind = write_focus(df, args.output)
     if args.output != "-":
         print(f"Exported {len(df)} FOCUS {FOCUS_VERSION} row{'s' * (len(df) != 1)} ({kind}) to {args.output}.",
@@ -250,9 +252,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
     require_extra("reports", what="mlcost compare")
     from mlcost.reports.compare import compare_models, cost_quality_png
+    from mlcost.sinks.mlflow_reach import reading_mlflow
 
-    table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=args.tracking_uri,
-                           min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
+    with reading_mlflow(args.tracking_uri) as uri:  # required, probed, retries bounded: an outage is exit 2
+        table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=uri,
+                               min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
     if args.chart:
         with open(args.chart, "wb") as fh:
             fh.write(cost_quality_png(table, metric=args.metric, lower_is_better=args.lower_is_better))

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused, UnknownGpuType
 from mlcost.guardrails import StepLimits, check_live, preflight
 from mlcost.interrupt import Interrupter, StepInterrupted, TerminationHook
-from mlcost.names import PRICING_MODELS, WORKLOADS
+from mlcost.meter_options import MeterOptions
 from mlcost.policy import Policy
 from mlcost.pricing.catalog import PriceCatalog
 from mlcost.pricing.cost import allocated_cost, device_type, price
@@ -64,54 +64,49 @@ class Meter:
         self,
         name: str,
         *,
-        gpus: int | None = None,
-        gpu_type: str | None = None,
-        pricing: str = "on_demand",
-        budget_usd: float | None = None,
-        max_duration: str | float | None = None,
-        idle_timeout: str | float | None = None,
-        tags: Mapping[str, str] | None = None,
-        interval: float = 1.0,
-        nodes: int | None = None,
         policy: Policy | str | os.PathLike[str] | None = None,
         catalog: PriceCatalog | str | os.PathLike[str] | None = None,
         ledger: Ledger | str | os.PathLike[str] | None = None,
         backend: GpuBackend | None = None,
         run_key: str | None = None,
         context: Mapping[str, str] | None = None,
-        experiment: str | None = None,
         mlflow_run_id: str | None = None,
         mlflow_parent_run_id: str | None = None,
         mlflow_timeout_s: float = 15.0,
         tracking_uri: str | None = None,
+        options: MeterOptions | None = None,
+        **keywords: Any,
     ) -> None:
+        """``keywords`` are the meter's keywords (:class:`mlcost.meter_options.MeterOptions`:
+        gpus, gpu_type, pricing, budget_usd, max_duration, idle_timeout, tags, interval, nodes,
+        experiment), or pass them validated as ``options``; the rest is plumbing for adapters."""
         # every check runs here, before anything starts; metered_component builds a Meter to run them
         # when the pipeline is defined
         if not name or not isinstance(name, str):
             raise ConfigError(f"a step needs a name, got {name!r}", field="name")
-        if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
-            raise ConfigError(f"gpus must be a non-negative integer, got {gpus!r}", field="gpus")
-        if pricing not in PRICING_MODELS:
-            raise ConfigError(f"unknown pricing {pricing!r}; allowed: {', '.join(PRICING_MODELS)}", field="pricing")
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 3600:
-            raise ConfigError(f"interval must be between 0.01 and 3600 seconds, got {interval!r}", field="interval")
-        tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        if "workload" in tags and tags["workload"] not in WORKLOADS:
-            raise ConfigError(
-                f"unknown workload {tags['workload']!r}; allowed: {', '.join(WORKLOADS)}", field="tags.workload"
-            )
+        if options is None:
+            options = MeterOptions.parse(keywords)
+        elif keywords:
+            raise ConfigError(f"pass the meter's keywords as options= or one by one, not both: {', '.join(keywords)}")
+        self.options = options
+        gpus, gpu_type, tags = options.gpus, options.gpu_type, dict(options.tags)
         self.policy = policy if isinstance(policy, Policy) else Policy.load(policy)
         self.catalog = catalog if isinstance(catalog, PriceCatalog) else PriceCatalog.load(catalog)
         if gpu_type is not None:
             self.catalog.canonical(gpu_type)  # an unknown type lists the known ones
         self.limits = StepLimits.resolve(
-            name, self.policy, budget_usd=budget_usd, max_duration=max_duration, idle_timeout=idle_timeout
+            name,
+            self.policy,
+            budget_usd=options.budget_usd,
+            max_duration=options.max_duration,
+            idle_timeout=options.idle_timeout,
         )
         for key, env_names in _CI_TAGS.items():
             value = next((os.environ[e] for e in env_names if os.environ.get(e)), None)
             if value and key not in tags:
                 tags[key] = value
-        self.name, self.pricing, self.interval, self.nodes = name, pricing, float(interval), nodes
+        nodes, experiment = options.nodes, options.experiment
+        self.name, self.pricing, self.interval, self.nodes = name, options.pricing, options.interval, nodes
         self.tags = tags
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
         self._requested_gpus, self._requested_type = gpus, gpu_type

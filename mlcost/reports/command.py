@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 from mlcost.exit_status import ExitStatus
+from mlcost.extras import require_extra
 
 
 def register(subparsers: Any) -> None:
@@ -103,19 +104,16 @@ def _period(args: argparse.Namespace) -> Any:
 
 
 def _ledger(args: argparse.Namespace) -> Any:
-    from mlcost.sinks.ledger import Ledger, ledger_path
+    from mlcost.ledger import open_ledger
 
-    path = ledger_path(args.ledger)
-    if not path.exists():
-        raise ConfigError(f"no ledger at {path} (set MLCOST_LEDGER or pass --ledger)", field="--ledger")
-    return Ledger(path)
+    return open_ledger(args.ledger)  # read-only; refuses what is not a ledger, naming --ledger
 
 
 def _guard(fn: Any) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except ConfigError as e:
+        except (ConfigError, MissingExtra) as e:
             print(f"mlcost {getattr(args, 'command', '') or ''}: {e}".replace("  ", " "), file=sys.stderr)
             return ExitStatus.BAD_INPUT
 
@@ -129,7 +127,7 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     from mlcost.reports import analysis as a
     from mlcost.reports.render import Report, bar_png, frame_section, num, pct, recommendations_section, usd
 
-    report = Report("mlcost FinOps report", f"Ledger {ledger.path}, steps started {period.label()}.")
+    report = Report("mlcost FinOps report", f"Ledger {ledger.where}, steps started {period.label()}.")
     for dim in by:
         df = a.chargeback(ledger, period, by=(dim,))
         report.data[f"chargeback_{dim}"] = df
@@ -198,6 +196,9 @@ def _gpu_type_mismatches(ledger: Any, period: Any) -> Any:
 
 @_guard
 def run_report(args: argparse.Namespace) -> int:
+    require_extra("reports", what="mlcost report")
+    if args.validate:
+        require_extra("gx", what="mlcost report --validate")
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.reports.analysis import DIMENSIONS, parse_outcomes
     from mlcost.reports.render import to_html, to_markdown, to_terminal
@@ -240,6 +241,7 @@ def run_report(args: argparse.Namespace) -> int:
 # export -----------------------------------------------------------------------------------------
 @_guard
 def run_export(args: argparse.Namespace) -> int:
+    require_extra("reports", what="mlcost export")
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.reports.focus import FOCUS_VERSION, focus_rows, write_focus
 
@@ -258,6 +260,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     import json
 
+    require_extra("reports", what="mlcost compare")
     from mlcost.reports.compare import compare_models, cost_quality_png
 
     table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=args.tracking_uri,

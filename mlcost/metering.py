@@ -127,6 +127,7 @@ class Meter:
         self._device_types: list[str] | None = None  # set when the devices differ (MIG profiles)
         self._started_at = ""
         self._exiting = False
+        self._in_body = False
         self._interrupts_sent = 0
         self._last_checkpoint = self._last_flush = 0.0
         self._flush_thread: threading.Thread | None = None
@@ -196,13 +197,16 @@ class Meter:
             raise
         self._spend_deadline_s = self.limits.spend_deadline_s(self.gpus, self._unit_price)
         self._started_at = _now()
-        self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
         self._interrupter = Interrupter()
         self._term = TerminationHook(lambda: self._finalize(STATUS_KILLED, error="SIGTERM"))
-        self._sampler.start_thread()
         self._last_checkpoint = self._last_flush = self._sampler.start_t
+        # sampling runs through the first ledger write: opening the store (engine, migrations) takes
+        # ~1 s the first time in a process, and a trace seen only at both ends of it is interpolated
+        self._sampler.start_thread()
+        self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
         if self._sampler.usage().simulated:
             log.warning("mlcost: step %r runs on a SIMULATED GPU (MLCOST_GPU_BACKEND=simulated)", self.name)
+        self._in_body = True  # from here a breach may interrupt: never inside __enter__, which has no __exit__
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -265,7 +269,7 @@ class Meter:
                 if breach is not None:
                     self.breach = breach
                     log.error("mlcost: %s", breach)
-        if self.breach is not None and not self._exiting and self._interrupts_sent < 3:
+        if self.breach is not None and self._in_body and not self._exiting and self._interrupts_sent < 3:
             self._interrupts_sent += 1  # resent (at most 3x) in case the body swallowed the first
             self._interrupter.interrupt()
         now = sampler.last_t

@@ -8,7 +8,7 @@
  * below are exported (-fvisibility=hidden): a binding that asks for another symbol, or a _v2 name
  * spelled wrong, gets NVML_ERROR_FUNCTION_NOT_FOUND from pynvml, as with an old driver.
  *
- * Configuration, read by nvmlInitWithFlags / nvmlInit_v2 (see tests/nvml_standin/README.md):
+ * Configuration, read by nvmlInitWithFlags / nvmlInit_v2:
  *   MLCOST_NVML_STANDIN_TRACE          CSV: t_s,device,util_pct,mem_used_gb,power_w
  *                                      [,sm_active_pct,tensor_active_pct,event]
  *   MLCOST_NVML_STANDIN_GPU            H100 (GPM), H200 (GPM), A100-80GB, A100-40GB, L4, T4,

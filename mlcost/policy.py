@@ -23,7 +23,8 @@ _ENV_PREFIX = "MLCOST_"
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity as a limit would switch its check off (every comparison with NaN is false)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Budgets(_Table):

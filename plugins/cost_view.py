@@ -185,7 +185,10 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     defaults to ``$MLCOST_LEDGER``: a SQLite path or a SQLAlchemy URL."""
     from mlcost.plugins.version_compat import get_auth_manager
 
-    app = FastAPI(title="mlcost Cost view", version="1", description=API_DESCRIPTION)
+    # OpenAPI at /openapi.json; no /docs page, since FastAPI's Swagger UI loads from a CDN (air-gapped Airflows).
+    app = FastAPI(
+        title="mlcost Cost view", version="1", description=API_DESCRIPTION, docs_url=None, redoc_url=None
+    )
     app.state.auth_manager = get_auth_manager()  # what Airflow's security dependencies read
     engines: dict[str, Engine] = {}
 

@@ -172,7 +172,7 @@ def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Li
         "<h1>GPU cost</h1>",
         f'<p class="muted" id="scope">Signed in as <b>{escape(f.scope.user)}</b>: showing {scope}, '
         f'period <b>{escape(period)}</b>. JSON: <a href="api/costs{_qs(f)}">api/costs</a> · '
-        '<a href="docs" target="_blank" rel="noopener">API docs</a></p>',
+        '<a href="openapi.json">OpenAPI</a></p>',
         _form(f, stack, dags, teams),
     ]
     if totals["simulated"]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -241,7 +241,11 @@ def spend_per_day(conn: Connection, by: str, f: Filters, *, top: int = 6) -> dic
         .where(f.where())
         .group_by(DAY, key)
     )
-    cells = [(r.day, r.key, float(r.usd or 0)) for r in conn.execute(q)]
+    return daily_series(by, [(r.day, r.key, float(r.usd or 0)) for r in conn.execute(q)], f, top=top)
+
+
+def daily_series(by: str, cells: Sequence[tuple[str, str, float]], f: Filters, *, top: int = 6) -> dict[str, Any]:
+    """``(day, key, usd)`` cells into the stacked chart's series (see :func:`spend_per_day`)."""
     per_key: dict[str, float] = {}
     for _, k, usd in cells:
         per_key[k] = per_key.get(k, 0.0) + usd
@@ -259,8 +263,40 @@ def spend_per_day(conn: Connection, by: str, f: Filters, *, top: int = 6) -> dic
         "by": by,
         "days": days,
         "series": [{"key": k, "usd": vals, "total_usd": sum(vals)} for k, vals in series.items()],
-        "total_usd": sum(usd for _, _, usd in cells),
+        "total_usd": sum(sum(vals) for vals in series.values()),
     }
+
+
+_ADDITIVE = (
+    "total_usd", "idle_usd", "gpu_hours", "steps", "metered_steps", "failed_steps", "refused_steps", "lost_steps",
+)  # fmt: skip
+
+
+def overview(conn: Connection, f: Filters) -> list[dict[str, Any]]:
+    """One scan for most of the page: sums per (UTC day, DAG, team). The page folds these cells
+    into its totals, its by-DAG and by-team rows and both stacked charts (a few thousand cells at
+    most), instead of scanning the ledger once for each. Every figure is additive except ``runs``
+    (a run can span cells), which the cells do not carry."""
+    keys = [DAY.label("day"), func.coalesce(DAG_ID, NO_DAG).label("dag_id"), TEAM.label("team")]
+    sums = [c for c in _sums() if c.name != "runs"]
+    q = select(*keys, *sums).select_from(STEPS).where(f.where()).group_by(*keys)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def fold(cells: Sequence[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
+    """Sum overview cells by ``dag_id`` or ``team`` (or all of them, ``key=None``), costliest
+    first, in the shape of :func:`cost_by` rows without ``runs``."""
+    out: dict[Any, dict[str, Any]] = {}
+    for c in cells:
+        k = c[key] if key else None
+        row = out.setdefault(k, {**({key: k} if key else {}), **dict.fromkeys(_ADDITIVE, 0), "simulated": 0})
+        for name in _ADDITIVE:
+            row[name] += c[name] or 0
+        row["simulated"] = max(row["simulated"], c["simulated"] or 0)
+    rows = [_finish(r) for r in out.values()]
+    if key is None:
+        return rows or [_finish({**dict.fromkeys(_ADDITIVE, 0), "simulated": 0})]
+    return sorted(rows, key=lambda r: (-r["total_usd"], str(r[key])))
 
 
 def _days(f: Filters, seen: Iterable[str]) -> list[str]:
@@ -365,7 +401,23 @@ def _with_records(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str
 
 
 def dag_runs(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest DAG runs with their total and idle cost."""
+    """The latest DAG runs with their total and idle cost. The latest runs are found by walking
+    the newest steps (the ``started_at`` index), not by grouping the whole ledger by run; only the
+    runs shown are summed. (A run is placed by its first step.)"""
+    newest = (
+        select(STEPS.c.run_key)
+        .where(f.where(), STEPS.c.run_key.like("airflow:%"))
+        .order_by(STEPS.c.started_at.desc())
+        .limit(max(200, 50 * limit))
+    )
+    keys: list[str] = []
+    for (key,) in conn.execute(newest):
+        if key not in keys:
+            keys.append(key)
+            if len(keys) == limit:
+                break
+    if not keys:
+        return []
     q = (
         select(
             STEPS.c.run_key,
@@ -376,10 +428,9 @@ def dag_runs(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict[str,
             func.count().label("steps"),
         )
         .select_from(STEPS)
-        .where(f.where(), DAG_ID.is_not(None))
+        .where(f.where(), STEPS.c.run_key.in_(keys))
         .group_by(STEPS.c.run_key)
         .order_by(func.min(STEPS.c.started_at).desc())
-        .limit(limit)
     )
     rows = [dict(r) for r in conn.execute(q).mappings()]
     return [{**r, "total_usd": float(r["total_usd"] or 0), "idle_usd": float(r["idle_usd"] or 0)} for r in rows]

@@ -93,7 +93,9 @@ def _cards(t: dict[str, Any]) -> str:
 
 def _table(title: str, rows: Sequence[dict[str, Any]], keys: Sequence[str], *, table_id: str) -> str:
     head = "".join(f"<th>{escape(k)}</th>" for k in keys)
-    head += "<th>cost</th><th>idle cost</th><th>idle share</th><th>GPU-hours</th><th>steps</th><th>runs</th>"
+    runs = bool(rows) and rows[0].get("runs") is not None
+    head += "<th>cost</th><th>idle cost</th><th>idle share</th><th>GPU-hours</th><th>steps</th>"
+    head += "<th>runs</th>" if runs else ""
     body = []
     for r in rows:
         cells = "".join(f"<td>{escape(str(r[k]))}</td>" for k in keys)
@@ -102,8 +104,8 @@ def _table(title: str, rows: Sequence[dict[str, Any]], keys: Sequence[str], *, t
         cells += (
             f"<td class=n>{charts.money(r['total_usd'])}{sim}</td><td class=n>{charts.money(r['idle_usd'])}</td>"
             f"<td class=n>{share}</td><td class=n>{r['gpu_hours']:.4f}</td><td class=n>{r['steps']}</td>"
-            f"<td class=n>{r['runs']}</td>"
         )
+        cells += f"<td class=n>{r['runs']}</td>" if runs else ""
         body.append(f"<tr>{cells}</tr>")
     empty = f"<tr><td colspan={len(keys) + 6}>no steps in this period</td></tr>"
     return f'<h2>{escape(title)}</h2><table id="{table_id}"><tr>{head}</tr>{"".join(body) or empty}</table>'
@@ -149,16 +151,16 @@ def _windows(rows: Sequence[dict[str, Any]]) -> str:
 
 def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Link = lambda r: {}) -> str:
     """The whole page for one user's :class:`Filters` (their DAG scope included)."""
-    totals = q.totals(conn, f)
-    by_dag = q.cost_by(conn, "dag", f)
-    by_team = q.cost_by(conn, "team", f)
+    cells = q.overview(conn, f)  # one scan: totals, by DAG, by team and both stacked charts
+    (totals,) = q.fold(cells, None)
+    by_dag, by_team = q.fold(cells, "dag_id"), q.fold(cells, "team")
     if f.dag_id or f.team:  # the choices of the form stay those of the whole period
-        wide = q.Filters(f.scope, f.since, f.until, None, None, f.period)
-        dags = [r["dag_id"] for r in q.cost_by(conn, "dag", wide)]
-        teams = [r["team"] for r in q.cost_by(conn, "team", wide)]
+        wide = q.overview(conn, q.Filters(f.scope, f.since, f.until, None, None, f.period))
+        dags, teams = [r["dag_id"] for r in q.fold(wide, "dag_id")], [r["team"] for r in q.fold(wide, "team")]
     else:
         dags, teams = [r["dag_id"] for r in by_dag], [r["team"] for r in by_team]
-    daily = q.spend_per_day(conn, stack, f)
+    key = "team" if stack == "team" else "dag_id"
+    daily = q.daily_series(stack, [(c["day"], c[key], float(c["total_usd"] or 0)) for c in cells], f)
     top_cost = q.top_steps(conn, f, order="total", limit=10)
     top_idle = q.top_steps(conn, f, order="idle", limit=10)
     flagged = q.flagged_steps(conn, f, limit=20)

@@ -35,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script, or loaded by path (tests/fleet/conftest.py, benchmarks)
     sys.path.insert(0, str(Path(__file__).parent))
     from postgres import Postgres, free_port  # type: ignore[no-redef]
-    from processes import DeploymentError, Processes, Proc, wait_until  # type: ignore[no-redef]
+    from processes import DeploymentError, Proc, Processes, wait_until  # type: ignore[no-redef]
 else:
     from .postgres import Postgres, free_port
     from .processes import DeploymentError, Proc, Processes, wait_until
@@ -118,7 +118,9 @@ class Deployment:
             "api-server", [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
             env=env, cwd=cwd,
         )  # fmt: skip
-        self.control_procs["scheduler"] = self.procs.start("scheduler", [str(BIN / "airflow"), "scheduler"], env=env, cwd=cwd)
+        self.control_procs["scheduler"] = self.procs.start(
+            "scheduler", [str(BIN / "airflow"), "scheduler"], env=env, cwd=cwd
+        )
         self.control_procs["dag-processor"] = self.procs.start(
             "dag-processor", [str(BIN / "airflow"), "dag-processor"], env=env, cwd=cwd
         )

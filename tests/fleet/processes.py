@@ -8,6 +8,7 @@ the stop, so one that left the group (a new session of its own) is still found a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -111,10 +112,8 @@ class Processes:
             _signal_group(proc.pid, signal.SIGKILL)
             for pid, created in proc.seen.items():
                 if _still_running(pid, created):
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
             proc.popen.wait(10)
         wait_until(lambda: not self.leftovers(procs), timeout=10, what="the stopped processes to exit")
         for proc in procs:
@@ -135,10 +134,8 @@ class Processes:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def wait_until(check: Callable[[], object], *, timeout: float, what: str, every: float = 0.1) -> object:
@@ -154,5 +151,6 @@ def wait_until(check: Callable[[], object], *, timeout: float, what: str, every:
         except Exception as e:
             last = e
         if time.monotonic() > deadline:
-            raise DeploymentError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last: {last})" if last else ""))
+            why = f" (last: {last})" if last else ""
+            raise DeploymentError(f"timed out after {timeout:.0f}s waiting for {what}{why}")
         time.sleep(every)

@@ -100,6 +100,10 @@ class Deployment:
         """The shared ledger (``MLCOST_LEDGER`` of every component)."""
         return self.pg.url("mlcost")
 
+    @property
+    def shared_ledger(self) -> bool:
+        return shared_ledger()
+
     def worker(self, name: str) -> Worker:
         return next(w for w in self.workers if w.name == name)
 

@@ -251,6 +251,11 @@ class Deployment:
                 every=0.3,
             )
 
+    @staticmethod
+    def wait(check: Any, *, timeout: float, what: str) -> Any:
+        """Poll ``check`` until it is truthy (see processes.wait_until)."""
+        return wait_until(check, timeout=timeout, what=what)
+
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
         """Until the DAG processor has parsed and serialised ``dag_id`` (the API knows it)."""
         wait_until(lambda: self.api("GET", f"/api/v2/dags/{dag_id}")[0] == 200, timeout=timeout, what=f"DAG {dag_id}")
@@ -268,9 +273,6 @@ class Deployment:
             "MLCOST_SIM_TRACE": self.sim_trace,
             "MLCOST_SIM_GPU": "H100",
             "MLCOST_SIM_DEVICES": "1",
-            # a dead tracking server must cost a step seconds, not MLflow's default minutes of retries
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
             **self.env_extra,
         }
 

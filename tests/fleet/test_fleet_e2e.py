@@ -42,7 +42,7 @@ def e2e(fleet):
 
 
 def test_tasks_ran_on_both_workers(fleet, e2e):
-    run_id, run, tis = e2e
+    run_id, _run, tis = e2e
     states = {t: ti["state"] for t, ti in tis.items()}
     assert states == {**dict.fromkeys(GPU_STEPS, "success"), "over_budget": "failed", "budget_gate": "success"}, (
         fleet.logs()
@@ -87,9 +87,8 @@ def test_budget_gate_summed_both_workers(fleet, e2e):
 
 def test_every_step_on_the_mlflow_server_under_the_dag_run(fleet, e2e):
     run_id, _, _ = e2e
-    from mlflow.tracking import MlflowClient
-
     from mlcost.operators.metered import run_key_for
+    from mlflow.tracking import MlflowClient
 
     run_key = run_key_for(DAG, run_id)
     client = MlflowClient(tracking_uri=fleet.mlflow_url)
@@ -120,10 +119,9 @@ def test_report_and_cost_view_show_the_whole_run(fleet, e2e):
     run_key = run_key_for(DAG, run_id)
     total = sum(s.total_usd for s in ledger_steps(fleet, run_key))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLCOST_LEDGER")}
-    out = subprocess.run(
-        [sys.executable, "-m", "mlcost.cli", "report", "--ledger", fleet.ledger_url, "--by", "model", "--format", "markdown"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    argv = ["report", "--ledger", fleet.ledger_url, "--by", "model", "--format", "markdown"]
+    cmd = [sys.executable, "-m", "mlcost.cli", *argv]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ranker" in out.stdout and "embedder" in out.stdout
     status, body = fleet.api("GET", f"/mlcost/api/runs?dag_id={DAG}")

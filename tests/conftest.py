@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytest_plugins = ("pg_server",)  # tests/pg_server.py: the session's real PostgreSQL (pg_server, pg_url)
+
 _LEAKY = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_EXPERIMENT_NAME",

@@ -111,11 +111,11 @@ def gate(args: argparse.Namespace) -> Any:
             + (f" where {args.filter_string}" if args.filter_string else "")
         )
     if use_ledger:
-        from mlcost.sinks.ledger import ledger_path as resolve
+        from mlcost.ledger.target import resolve
 
         runs += rec.from_ledger(ledger_path, args.filter_string, since=args.since, until=args.until)
         sources.append(
-            f"ledger {resolve(ledger_path)}" + (f" where {args.filter_string}" if args.filter_string else "")
+            f"ledger {resolve(ledger_path).masked}" + (f" where {args.filter_string}" if args.filter_string else "")
         )
 
     def baseline(flt: str) -> list[rec.RunRecord]:

@@ -103,12 +103,9 @@ def _period(args: argparse.Namespace) -> Any:
 
 
 def _ledger(args: argparse.Namespace) -> Any:
-    from mlcost.sinks.ledger import Ledger, ledger_path
+    from mlcost.ledger import open_ledger
 
-    path = ledger_path(args.ledger)
-    if not path.exists():
-        raise ConfigError(f"no ledger at {path} (set MLCOST_LEDGER or pass --ledger)", field="--ledger")
-    return Ledger(path)
+    return open_ledger(args.ledger)  # read-only; refuses what is not a ledger, naming --ledger
 
 
 def _guard(fn: Any) -> Any:
@@ -129,7 +126,7 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     from mlcost.reports import analysis as a
     from mlcost.reports.render import Report, bar_png, frame_section, num, pct, recommendations_section, usd
 
-    report = Report("mlcost FinOps report", f"Ledger {ledger.path}, steps started {period.label()}.")
+    report = Report("mlcost FinOps report", f"Ledger {ledger.where}, steps started {period.label()}.")
     for dim in by:
         df = a.chargeback(ledger, period, by=(dim,))
         report.data[f"chargeback_{dim}"] = df

@@ -6,7 +6,6 @@ stopped by the session finalizer, which fails the session if any process it star
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,19 +14,8 @@ import pytest
 HERE = Path(__file__).parent
 
 
-def _load(name: str):
-    """The deployment modules by path (tests/ is not a package; benchmarks load them the same way)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    sys.path.insert(0, str(HERE))  # deployment.py imports its siblings by name
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-deployment = _load("deployment")
+sys.path.insert(0, str(HERE))  # tests/ is not a package: the deployment modules import by name
+import deployment  # noqa: E402
 
 POLICY = """
 [budgets]

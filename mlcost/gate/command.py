@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the gate as its own program (``python -m mlcost.gate.command``)."""
     parser = argparse.ArgumentParser(prog="mlcost gate")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    from mlcost.error_boundary import run_command
+
+    return run_command("mlcost gate", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = gate(args)
-    except ConfigError as e:
+    except (ConfigError, MissingExtra) as e:
         print(f"mlcost gate: {e}", file=sys.stderr)
         return int(ExitStatus.BAD_INPUT)
     _emit(result, args)
@@ -96,6 +99,10 @@ def gate(args: argparse.Namespace) -> Any:
     from mlcost.gate.policies import ERROR, evaluate
     from mlcost.policy import Policy
 
+    if args.engine == "gx":
+        from mlcost.extras import require_extra
+
+        require_extra("gx", what="mlcost gate --engine gx")
     policy = Policy.load(args.policy) if args.policy else Policy.load()
     tracking_uri = args.tracking_uri or None
     experiments: list[str] = list(args.experiment or [])
@@ -111,11 +118,11 @@ def gate(args: argparse.Namespace) -> Any:
             + (f" where {args.filter_string}" if args.filter_string else "")
         )
     if use_ledger:
-        from mlcost.sinks.ledger import ledger_path as resolve
+        from mlcost.ledger.target import resolve
 
         runs += rec.from_ledger(ledger_path, args.filter_string, since=args.since, until=args.until)
         sources.append(
-            f"ledger {resolve(ledger_path)}" + (f" where {args.filter_string}" if args.filter_string else "")
+            f"ledger {resolve(ledger_path).masked}" + (f" where {args.filter_string}" if args.filter_string else "")
         )
 
     def baseline(flt: str) -> list[rec.RunRecord]:

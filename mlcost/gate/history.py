@@ -106,15 +106,12 @@ class LedgerHistory:
     label = "ledger"
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        from mlcost.sinks.ledger import FIGURES_TABLE, Ledger, ledger_path
+        from mlcost.ledger import open_ledger
+        from mlcost.sinks.ledger import FIGURES_TABLE
 
-        if not ledger_path(path).exists():
-            raise ConfigError(
-                f"no ledger at {ledger_path(path)} (set MLCOST_LEDGER or pass --ledger)", field="--ledger"
-            )
-        self.ledger = Ledger(path)
+        self.ledger = open_ledger(path)  # read-only; refuses what is not a ledger, naming --ledger
         self.table = FIGURES_TABLE  # the flat columns without the JSON records: a narrow scan
-        self.where = f"ledger {self.ledger.path}"
+        self.where = f"ledger {self.ledger.where}"
 
     def runs(
         self, step_names: Iterable[str], window: int, tags: Mapping[str, str] | None = None

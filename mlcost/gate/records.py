@@ -177,13 +177,12 @@ def from_ledger(
     until: str | None = None,
 ) -> list[RunRecord]:
     """Sealed steps of the ledger (optionally started in [since, until)) matching ``filter_string``."""
-    from mlcost.sinks.ledger import Ledger, ledger_path
+    from mlcost.ledger import Ledger, open_ledger
 
-    if not ledger_path(path).exists():
-        raise ConfigError(f"no ledger at {ledger_path(path)} (set MLCOST_LEDGER or pass --ledger)", field="--ledger")
+    ledger = open_ledger(path)  # read-only; refuses what is not a ledger, naming --ledger
     clauses = parse_ledger_filter(filter_string)
     where, args = Ledger._where(run_key=None, since=since, until=until, include_running=False)
-    rows = Ledger(path).rows(f"SELECT record FROM steps {where} ORDER BY started_at, step_id", tuple(args))
+    rows = ledger.rows(f"SELECT record FROM steps {where} ORDER BY started_at, step_id", tuple(args))
     out = []
     for row in rows:
         rec = json.loads(row["record"])

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlcost.config_files import read_config_file, validation_error
 from mlcost.errors import ConfigError, UnknownGpuType
@@ -58,6 +58,31 @@ class CatalogFile(BaseModel):
     gpus: dict[str, GpuPrice] = Field(default_factory=dict)
     mig_profiles: dict[str, list[str]] = Field(default_factory=dict)
 
+    @field_validator("gpus")
+    @classmethod
+    def _names(cls, gpus: dict[str, GpuPrice]) -> dict[str, GpuPrice]:
+        for name in gpus:
+            parent, sep, profile = name.partition(":")
+            if not parent.strip() or (sep and not _MIG_PROFILE.match(profile.strip().lower())):
+                raise ValueError(
+                    f"{name!r} is not a GPU type name; write a type ('H100') or a MIG profile of one "
+                    "('H100:1g.10gb')"
+                )
+        return gpus
+
+    @field_validator("mig_profiles")
+    @classmethod
+    def _profiles(cls, profiles: dict[str, list[str]]) -> dict[str, list[str]]:
+        for parent, names in profiles.items():
+            for name in names:
+                match = _MIG_PROFILE.match(name.strip().lower())
+                if not match or not 1 <= int(match.group(1)) <= _MIG_SLICES or int(match.group(2)) == 0:
+                    raise ValueError(
+                        f"{parent}: {name!r} is not a MIG profile; write '<slices>g.<GB>gb' with 1 to "
+                        f"{_MIG_SLICES} slices and more than 0 GB (e.g. '1g.10gb')"
+                    )
+        return profiles
+
 
 def _key(name: str) -> str:
     return name.strip().upper().replace("_", "-").replace(" ", "-")
@@ -96,7 +121,15 @@ class PriceCatalog:
         if path is None:
             return cls(base, sources)
         user = _parse(Path(path))
-        return cls(_merge(base, user), [*sources, str(path)])
+        catalog = cls(_merge(base, user), [*sources, str(path)])
+        for parent in user.mig_profiles:  # a profile is priced from its parent's row
+            if _key(parent) not in catalog._by_key:
+                raise ConfigError(
+                    f"MIG profiles of {parent!r}, which is not a GPU type of the catalog; add [gpus.\"{parent}\"]",
+                    source=str(path),
+                    field=f"mig_profiles.{parent}",
+                )
+        return catalog
 
     # queries ----------------------------------------------------------------------------------
     @property
@@ -147,24 +180,32 @@ class PriceCatalog:
                 f"{parent}:{profile}", [f"{parent}:{p}" for p in known] or [parent], source=", ".join(self.sources)
             )
         slices, mem = int(match.group(1)), float(match.group(2))
-        total_mem = self._data.gpus[parent].memory_gb or mem
-        return min(1.0, max(slices / _MIG_SLICES, mem / total_mem))
+        total_mem = self._data.gpus[parent].memory_gb
+        memory_share = mem / total_mem if total_mem and mem else 0.0  # unknown: the compute share alone
+        return min(1.0, max(slices / _MIG_SLICES, memory_share))
 
     def memory_gb(self, gpu_type: str) -> float | None:
         """Memory of a GPU type or MIG profile, used by right-sizing."""
         name = self.canonical(gpu_type)
-        parent, _, profile = name.partition(":")
+        row = self._data.gpus.get(name)  # a MIG profile may be a row of its own ("X:1g.5gb")
+        if row is not None and row.memory_gb is not None:
+            return row.memory_gb
+        profile = name.partition(":")[2]
         if profile:
             match = _MIG_PROFILE.match(profile)
             return float(match.group(2)) if match else None
-        return self._data.gpus[parent].memory_gb
+        return row.memory_gb if row is not None else None
 
     def mig_profiles(self, gpu_type: str) -> list[str]:
         return list(self._data.mig_profiles.get(self.canonical(gpu_type).partition(":")[0], []))
 
     def describe(self, gpu_type: str) -> GpuPrice:
         """The catalog row behind a price (source, date), for reports that must cite their prices."""
-        return self._data.gpus[self.canonical(gpu_type).partition(":")[0]]
+        name = self.canonical(gpu_type)
+        row = self._data.gpus.get(name) or self._data.gpus.get(name.partition(":")[0])
+        if row is None:  # canonical() found it, so it is a profile row whose parent is not listed
+            raise UnknownGpuType(gpu_type, list(self._data.gpus), source=", ".join(self.sources))
+        return row
 
 
 def _parse(path: Path) -> CatalogFile:

@@ -139,3 +139,17 @@ def _redact(url: str) -> str:
 
 def to_json(alert: Alert) -> str:
     return json.dumps(alert.body(), sort_keys=True)
+
+
+def retry_undelivered(
+    book: Any, webhooks: Sequence[str], *, timeout_s: float = 5.0, retries: int = 2
+) -> tuple[int, int]:
+    """Send again every alert the ledger holds as undelivered (``mlcost sync``): (delivered, failed)."""
+    delivered = failed = 0
+    for key, kind, body in book.undelivered_alerts():
+        alert = Alert(kind, key, body.get("text", key), {k: v for k, v in body.get("mlcost", {}).items()
+                                                        if k not in ("kind", "key")})  # fmt: skip
+        error = deliver(alert, webhooks, timeout_s=timeout_s, retries=retries)
+        book.record_alert_delivery(key, delivered=error is None, error=error)
+        delivered, failed = (delivered + 1, failed) if error is None else (delivered, failed + 1)
+    return delivered, failed

@@ -19,7 +19,12 @@ from mlcost.errors import ConfigError
 from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
-_COMMAND_MODULES = ("mlcost.gate.command", "mlcost.reports.command", "mlcost.ledger.command")
+_COMMAND_MODULES = (
+    "mlcost.gate.command",
+    "mlcost.reports.command",
+    "mlcost.ledger.command",
+    "mlcost.budget_command",
+)
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -38,6 +43,7 @@ def _sync(args: argparse.Namespace) -> int:
     line, delivered = sync_outbox(ledger)  # a shared ledger: its outbox first
     if line:
         console.print(line, highlight=False)
+    _retry_alerts(ledger, console)
     result = sync(ledger, tracking_uri=args.tracking_uri, experiment=args.experiment)
     for step_id, why in result.failed.items():
         console.print(f"[red]failed[/red] {step_id}: {why}")
@@ -50,6 +56,18 @@ def _sync(args: argparse.Namespace) -> int:
         )
     )
     return ExitStatus.OK if not result.failed and delivered else ExitStatus.FAILED
+
+
+def _retry_alerts(ledger: object, console: object) -> None:
+    """Alerts that no webhook took when they were raised go out again (the policy's webhooks)."""
+    from mlcost.alerts import retry_undelivered
+    from mlcost.policy import Policy
+
+    hooks = Policy.load().alerts
+    if hooks.webhooks:
+        sent, failed = retry_undelivered(ledger, hooks.webhooks, timeout_s=hooks.timeout_s, retries=hooks.retries)
+        if sent or failed:
+            console.print(f"Alerts: {sent} delivered, {failed} still undelivered.")  # type: ignore[attr-defined]
 
 
 def _prices(args: argparse.Namespace) -> int:

@@ -8,10 +8,12 @@ preflight and the Cost view agree to the cent.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from mlcost.policy import BudgetWindow
+from mlcost.policy import BudgetWindow, Policy
 
 STATE_OK, STATE_WARNED, STATE_SPENT = "ok", "warned", "spent"
 
@@ -99,3 +101,47 @@ class WindowStatus:
             "warn_at_pct": self.window.warn_at_pct,
             "stop_running": self.window.stop_running,
         }
+
+
+def window_status(store: Any, window: BudgetWindow, now: datetime) -> WindowStatus:
+    """``window`` at ``now``, its spend read from ``store`` (the ledger every machine shares)."""
+    from mlcost.ledger.runtime import scope_spend
+
+    start, end = period_bounds(window.period, now)
+    return WindowStatus(window, start, end, scope_spend(store, window.scope, start, end), now)
+
+
+def windows_for(policy: Policy, tags: Mapping[str, str]) -> list[BudgetWindow]:
+    """The enforced windows (top level, not ``[warn]``) whose scope covers a step with ``tags``."""
+    return [w for w in policy.budgets.windows if w.applies_to(tags)]
+
+
+def preflight_windows(
+    step: str,
+    policy: Policy,
+    tags: Mapping[str, str],
+    *,
+    projected_usd: float | None,
+    read: Callable[[Callable[[Any], Any]], Any],
+    now: datetime | None = None,
+) -> list[WindowStatus]:
+    """Refuse a step whose window is spent, or that would overspend it when its cost can be
+    projected (GPUs × max duration × price). Returns the windows' state for the step's alerts.
+    Another scope's windows never refuse this step."""
+    from mlcost.live_checks import window_breach
+
+    now = now or datetime.now(timezone.utc)
+    statuses = []
+    for window in windows_for(policy, tags):
+        status = read(lambda store, w=window: window_status(store, w, now))
+        statuses.append(status)
+        if status.spent_usd >= window.usd:
+            raise window_breach(step, status, policy, stopped=False)
+        if projected_usd is not None and status.spent_usd + projected_usd > window.usd:
+            breach = window_breach(step, status, policy, stopped=False)
+            breach.args = (
+                f"{breach.args[0]}; this step projects ${projected_usd:.4f} more, which would overspend it",
+            )
+            breach.observed = status.spent_usd + projected_usd
+            raise breach
+    return statuses

@@ -118,15 +118,21 @@ def send(
     return thread
 
 
-@atexit.register
-def _drain_at_exit() -> None:
-    """A short script's last step should still alert: wait a little for deliveries in flight.
-    What does not finish in time is in the ledger, undelivered, for ``mlcost sync``."""
-    deadline = time.monotonic() + _EXIT_WAIT_S
+def wait(timeout_s: float = _EXIT_WAIT_S) -> bool:
+    """Wait up to ``timeout_s`` for the deliveries in flight; True when none is left."""
+    deadline = time.monotonic() + timeout_s
     with _pending_lock:
         threads = list(_pending)
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in threads)
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """A short script's last step should still alert: wait a little for deliveries in flight.
+    What does not finish in time is in the ledger, undelivered, for ``mlcost sync``."""
+    wait(_EXIT_WAIT_S)
 
 
 def _redact(url: str) -> str:

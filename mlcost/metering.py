@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from mlcost.checkpoints import Checkpoints
 from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused, UnknownGpuType
 from mlcost.guardrails import StepLimits, preflight
 from mlcost.interrupt import Interrupter, StepInterrupted, TerminationHook
@@ -45,8 +46,6 @@ from mlcost.usage import Usage
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
-CHECKPOINT_EVERY_S = 30.0  # ledger refresh while running: what a SIGKILLed step leaves behind
-MLFLOW_FLUSH_EVERY_S = 300.0  # periodic MLflow flush for long steps
 _CI_TAGS = {
     "git_sha": ("GITHUB_SHA", "CI_COMMIT_SHA"),
     "branch": ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"),
@@ -140,8 +139,11 @@ class Meter:
         self._started_at = ""
         self._exiting = False
         self._interrupts_sent = 0
-        self._last_checkpoint = self._last_flush = 0.0
-        self._flush_thread: threading.Thread | None = None
+        self._checkpoints = Checkpoints(
+            running=lambda: self._record(STATUS_RUNNING, self._sampler.usage()),  # type: ignore[union-attr]
+            write=self._write_ledger,
+            mlflow=lambda: self._mlflow_target() if self._mlflow_enabled() else None,
+        )
         self._finalizing = False
         self._windows: list[Any] = []  # the budget windows of this step, as seen at preflight
 
@@ -236,7 +238,7 @@ class Meter:
         self._interrupter = Interrupter()
         self._term = TerminationHook(lambda: self._finalize(STATUS_KILLED, error="SIGTERM"))
         self._sampler.start_thread()
-        self._last_checkpoint = self._last_flush = self._sampler.start_t
+        self._checkpoints.start(self._sampler.start_t)
         if self._sampler.usage().simulated:
             log.warning("mlcost: step %r runs on a SIMULATED GPU (MLCOST_GPU_BACKEND=simulated)", self.name)
         return self
@@ -286,7 +288,7 @@ class Meter:
             return None
 
     def _on_sample(self, sampler: Sampler) -> None:
-        """On the sampler thread after each sample: live guardrails, checkpoints, periodic flush."""
+        """On the sampler thread after each sample: the live checks, then the checkpoints."""
         if self.breach is None and not self._exiting and self.live is not None:
             idle_for = sampler.idle_for_s() if self.limits.idle_timeout_s is not None else None
             breach = self.live.check(elapsed_s=sampler.elapsed_s, spent_usd=self.cost_so_far(), idle_for_s=idle_for)
@@ -296,25 +298,7 @@ class Meter:
         if self.breach is not None and not self._exiting and self._interrupts_sent < 3:
             self._interrupts_sent += 1  # resent (at most 3x) in case the body swallowed the first
             self._interrupter.interrupt()
-        now = sampler.last_t
-        if now - self._last_checkpoint >= CHECKPOINT_EVERY_S:
-            self._last_checkpoint = now
-            self._write_ledger(self._record(STATUS_RUNNING, sampler.usage()))
-        flushing = self._flush_thread is not None and self._flush_thread.is_alive()
-        if now - self._last_flush >= MLFLOW_FLUSH_EVERY_S and not flushing and not self._exiting:
-            if not self._mlflow_enabled():
-                return
-            self._last_flush = now
-            from mlcost.sinks.mlflow_sink import flush_running
-
-            self._flush_thread = threading.Thread(
-                target=flush_running,
-                args=(self._record(STATUS_RUNNING, sampler.usage()),),
-                kwargs=self._mlflow_target(),
-                name="mlcost-mlflow-flush",
-                daemon=True,
-            )
-            self._flush_thread.start()
+        self._checkpoints.on_sample(sampler.last_t, ending=self._exiting)
 
     def _record(self, status: str, usage: Usage, error: str | None = None) -> StepCost:
         reasons = list(usage.degraded_reasons)
@@ -387,8 +371,7 @@ class Meter:
                 return None
             self._finalizing = True
             usage = self._sampler.stop()  # joins the sampler thread: no flush starts after this
-            if self._flush_thread is not None:  # a flush's running figures must be older than the end's
-                self._flush_thread.join(self.mlflow_timeout_s)
+            self._checkpoints.join(self.mlflow_timeout_s)
             step = self._with_spike(self._record(status, usage, error))
             self.cost = step
             self._write_ledger(step, series=self._sampler.series())
@@ -433,79 +416,25 @@ class Meter:
         self._write_ledger(self.cost)
         self._alert(self.cost, refused=True)
 
-    # budget windows, spikes and alerts (on the ledger every machine shares) ---------------------
+    # budget windows, spikes and alerts: decided in mlcost.windows and mlcost.step_alerts ------
     def _preflight_windows(self) -> list[Any]:
-        """Refuse the step when one of its budget windows is spent or would be overspent; a
-        ledger that cannot be read lets it run (a guardrail's outage must not stop the fleet)."""
-        from mlcost.windows import preflight_windows, windows_for
+        from mlcost.windows import check_windows
 
-        if not windows_for(self.policy, self.tags):
-            return []
         duration = self.limits.max_duration_s
         projected = None
         if duration is not None and self._unit_price is not None:
             projected = allocated_cost(self.gpus, duration.value, self._unit_price)
-        try:
-            return preflight_windows(
-                self.name, self.policy, self.tags, projected_usd=projected, read=self.ledger.on_shared
-            )
-        except PreflightRefused:
-            raise
-        except Exception as e:
-            log.warning("mlcost: step %r: budget windows not checked, the ledger cannot be read: %s", self.name, e)
-            return []
+        return check_windows(self.name, self.policy, self.tags, projected_usd=projected, ledger=self.ledger)
 
     def _with_spike(self, step: StepCost) -> StepCost:
-        """``step`` with its spike recorded when its cost is far above its own history."""
-        if step.status != STATUS_SUCCEEDED or step.total_usd <= 0:
-            return step
-        from mlcost.ledger.runtime import step_history
-        from mlcost.step_alerts import find_spike
+        from mlcost.step_alerts import with_spike
 
-        try:
-            history = self.ledger.on_shared(
-                lambda store: step_history(
-                    store, step.name, step.tags, before=step.started_at, exclude_step_id=step.step_id
-                )
-            )
-        except Exception as e:
-            log.debug("mlcost: no history for step %r: %s", step.name, e)
-            return step
-        spike = find_spike(step, history)
-        if spike is None:
-            return step
-        log.warning("mlcost: step %r cost spike: %s %.4g against a usual %.4g (z=%.1f)",
-                    step.name, spike.metric, spike.value, spike.median, spike.z)  # fmt: skip
-        return step.model_copy(update={"spike": spike})
+        return with_spike(step, self.ledger)
 
     def _alert(self, step: StepCost, *, refused: bool) -> None:
-        """Send what this step has to say, off its path: a stop or refusal, a spike, and the
-        thresholds its windows crossed. Nothing at all without webhooks in the policy."""
-        alerts_policy = self.policy.alerts
-        if not alerts_policy.webhooks:
-            return
-        from mlcost import alerts
-        from mlcost.step_alerts import breach_alert, spike_alert, window_alerts
-        from mlcost.windows import window_status, windows_for
+        from mlcost.step_alerts import send_step_alerts
 
-        found = []
-        if self.breach is not None and step.status == STATUS_BREACHED:
-            found.append(breach_alert(step, self.breach, refused=refused))
-        if step.spike is not None:
-            found.append(spike_alert(step))
-        now = datetime.now(timezone.utc)
-        try:
-            statuses = [
-                self.ledger.on_shared(lambda store, w=w: window_status(store, w, now))
-                for w in windows_for(self.policy, self.tags)
-            ]
-        except Exception as e:
-            log.warning("mlcost: step %r: budget windows not read for alerts: %s", self.name, e)
-            statuses = []
-        found += window_alerts(statuses)
-        for alert in found:
-            alerts.send(alert, self.ledger, alerts_policy.webhooks, timeout_s=alerts_policy.timeout_s,
-                        retries=alerts_policy.retries)  # fmt: skip
+        send_step_alerts(step, self.breach, refused=refused, policy=self.policy, ledger=self.ledger)
 
     def _mlflow_target(self) -> dict[str, Any]:
         """Where this step's MLflow run is: the same for the periodic flush and the final log, so

@@ -8,14 +8,19 @@ window's threshold once per period, a step's stop, refusal or spike once per ste
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from mlcost.alerts import KIND_GUARDRAIL, KIND_PREFLIGHT, KIND_SPIKE, KIND_WINDOW_SPENT, KIND_WINDOW_WARN, Alert
+from mlcost.policy import Policy
 from mlcost.robust import ANOMALY_Z, modified_z
-from mlcost.step import Spike, StepCost
-from mlcost.windows import WindowStatus, period_key
+from mlcost.step import STATUS_BREACHED, STATUS_SUCCEEDED, Spike, StepCost
+from mlcost.windows import WindowStatus, period_key, window_status, windows_for
+
+log = logging.getLogger(__name__)
 
 SPIKE_MIN_RATIO = 1.5
 """A spike is also at least this many times its history's median: the modified z-score alone
@@ -99,3 +104,53 @@ def _step_fields(step: StepCost) -> dict[str, Any]:
         "job_id": step.job_id,
         "total_usd": step.total_usd,
     }
+
+
+def with_spike(step: StepCost, ledger: Any) -> StepCost:
+    """``step`` with its spike recorded when its cost is far above its own history (same name and
+    tags, earlier succeeded runs, from the ledger every machine shares)."""
+    if step.status != STATUS_SUCCEEDED or step.total_usd <= 0:
+        return step
+    from mlcost.ledger.runtime import step_history
+
+    try:
+        history = ledger.on_shared(
+            lambda store: step_history(
+                store, step.name, step.tags, before=step.started_at, exclude_step_id=step.step_id
+            )
+        )
+    except Exception as e:
+        log.debug("mlcost: no history for step %r: %s", step.name, e)
+        return step
+    spike = find_spike(step, history)
+    if spike is None:
+        return step
+    log.warning("mlcost: step %r cost spike: %s %.4g against a usual %.4g (z=%.1f)",
+                step.name, spike.metric, spike.value, spike.median, spike.z)  # fmt: skip
+    return step.model_copy(update={"spike": spike})
+
+
+def send_step_alerts(step: StepCost, breach: Any, *, refused: bool, policy: Policy, ledger: Any) -> None:
+    """Send what ``step`` has to say, off its path: a stop or refusal, a spike, and the thresholds
+    its windows crossed. Nothing at all without webhooks in the policy."""
+    from mlcost import alerts
+
+    hooks = policy.alerts
+    if not hooks.webhooks:
+        return
+    found = []
+    if breach is not None and step.status == STATUS_BREACHED:
+        found.append(breach_alert(step, breach, refused=refused))
+    if step.spike is not None:
+        found.append(spike_alert(step))
+    now = datetime.now(timezone.utc)
+    try:
+        statuses = [
+            ledger.on_shared(lambda store, w=w: window_status(store, w, now)) for w in windows_for(policy, step.tags)
+        ]
+    except Exception as e:
+        log.warning("mlcost: step %r: budget windows not read for alerts: %s", step.name, e)
+        statuses = []
+    found += window_alerts(statuses)
+    for alert in found:
+        alerts.send(alert, ledger, hooks.webhooks, timeout_s=hooks.timeout_s, retries=hooks.retries)

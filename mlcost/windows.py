@@ -139,9 +139,29 @@ def preflight_windows(
             raise window_breach(step, status, policy, stopped=False)
         if projected_usd is not None and status.spent_usd + projected_usd > window.usd:
             breach = window_breach(step, status, policy, stopped=False)
-            breach.args = (
-                f"{breach.args[0]}; this step projects ${projected_usd:.4f} more, which would overspend it",
-            )
+            breach.args = (f"{breach.args[0]}; this step projects ${projected_usd:.4f} more, which would overspend it",)
             breach.observed = status.spent_usd + projected_usd
             raise breach
     return statuses
+
+
+def check_windows(
+    step: str, policy: Policy, tags: Mapping[str, str], *, projected_usd: float | None, ledger: Any
+) -> list[WindowStatus]:
+    """:func:`preflight_windows` on ``ledger`` (the one every machine shares). A ledger that cannot
+    be read lets the step run: an outage of the guardrail's data must not stop the fleet."""
+    import logging
+
+    from mlcost.errors import PreflightRefused
+
+    if not windows_for(policy, tags):
+        return []
+    try:
+        return preflight_windows(step, policy, tags, projected_usd=projected_usd, read=ledger.on_shared)
+    except PreflightRefused:
+        raise
+    except Exception as e:
+        logging.getLogger(__name__).warning(
+            "mlcost: step %r: budget windows not checked, the ledger cannot be read: %s", step, e
+        )
+        return []

@@ -63,6 +63,9 @@ def step_tags(step: StepCost) -> dict[str, str]:
     )
     if "nodes" in step.context:
         tags["mlcost.nodes"] = step.context["nodes"]
+    if step.job_id is not None:
+        tags[names.TAG_JOB_ID] = step.job_id
+        tags[names.TAG_NODE_RANK] = str(step.node_rank)
     if step.gpu_type:
         tags[names.TAG_GPU_TYPE] = step.gpu_type
     if step.simulated:

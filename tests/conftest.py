@@ -30,6 +30,19 @@ _LEAKY = (
     "GITHUB_HEAD_REF",
     "GITHUB_RUN_ID",
     "GITHUB_STEP_SUMMARY",
+    # a launcher's job identity (mlcost.jobs): a test run under SLURM or torchrun is not a job's node
+    "MLCOST_JOB_ID",
+    "MLCOST_NODE_RANK",
+    "MLCOST_NODES",
+    "TORCHELASTIC_RUN_ID",
+    "GROUP_RANK",
+    "LOCAL_RANK",
+    "SLURM_JOB_ID",
+    "SLURM_NODEID",
+    "SLURM_NNODES",
+    "SLURM_LOCALID",
+    "PET_NNODES",
+    "PET_NODE_RANK",
 )
 
 
@@ -64,8 +77,12 @@ def isolated_mlcost(request, tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def mlflow_uri(tmp_path, monkeypatch):
-    """A real MLflow tracking store on a SQLite file, set as the tracking URI."""
+    """A real MLflow tracking store on a SQLite file, set as the tracking URI. Its schema is made
+    here, so a meter's first write does not race its MLflow timeout on a loaded machine."""
+    from mlflow.tracking import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).search_experiments()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 

@@ -307,8 +307,8 @@ class Store:
             index_elements=["step_id"],
             set_={c: ex[c] for c in figures if c != "step_id"},
             where=(cur.status == STATUS_RUNNING) & newer,
-        )
-        if not conn.execute(stmt).rowcount:
+        ).returning(step_figures.c.step_id)  # psycopg's rowcount is -1 for an upsert: ask for the row
+        if conn.execute(stmt).first() is None:
             return False
         step_id = figures["step_id"]
         rec = self._insert(step_records).values(step_id=step_id, record=record)

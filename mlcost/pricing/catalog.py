@@ -28,7 +28,7 @@ class GpuPrice(BaseModel):
     """One GPU type's hourly prices. Missing prices are allowed (a user row may add only one) but
     asking for a missing one is an error, never a silent 0."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     on_demand: float | None = Field(default=None, ge=0)
     spot: float | None = Field(default=None, ge=0)
@@ -42,7 +42,7 @@ class GpuPrice(BaseModel):
 
 
 class EnergyPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     usd_per_kwh: float = Field(default=0.13, ge=0)
     included_in_gpu_price: bool = True
@@ -104,6 +104,8 @@ class PriceCatalog:
         self._data = data
         self.sources = sources
         self.energy = data.energy or EnergyPrice()
+        self.user_file: str | None = None  # the user's catalog, when one was merged in
+        self.user_fields: dict[str, set[str]] = {}  # GPU type (or "energy") -> fields the user's file set
         self._by_key: dict[str, str] = {}
         for name, price in data.gpus.items():
             for alias in (name, *price.aliases):
@@ -122,6 +124,12 @@ class PriceCatalog:
             return cls(base, sources)
         user = _parse(Path(path))
         catalog = cls(_merge(base, user), [*sources, str(path)])
+        catalog.user_file = str(path)
+        for name, row in user.gpus.items():  # which prices are the user's: `mlcost prices` cites them
+            target = catalog._by_key.get(_key(name), name)
+            catalog.user_fields.setdefault(target, set()).update(row.model_fields_set)
+        if user.energy is not None:
+            catalog.user_fields["energy"] = set(user.energy.model_fields_set)
         for parent in user.mig_profiles:  # a profile is priced from its parent's row
             if _key(parent) not in catalog._by_key:
                 raise ConfigError(
@@ -198,6 +206,17 @@ class PriceCatalog:
 
     def mig_profiles(self, gpu_type: str) -> list[str]:
         return list(self._data.mig_profiles.get(self.canonical(gpu_type).partition(":")[0], []))
+
+    def price_source(self, gpu_type: str, pricing: str) -> str | None:
+        """Where the ``pricing`` price of ``gpu_type`` comes from: the user's file when it set that
+        price (of the type, or of a MIG profile's parent), else the catalog row's own source."""
+        name = self.canonical(gpu_type)
+        for key in (name, name.partition(":")[0]):
+            if pricing in self.user_fields.get(key, set()):
+                return self.user_file
+            if key in self._data.gpus:
+                break
+        return self.describe(name).source
 
     def describe(self, gpu_type: str) -> GpuPrice:
         """The catalog row behind a price (source, date), for reports that must cite their prices."""

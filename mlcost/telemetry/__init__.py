@@ -1,7 +1,7 @@
 """GPU and host telemetry: pick a backend from the environment.
 
 ``import mlcost.telemetry`` stays cheap: pynvml and psutil are imported only when a backend is
-opened. See DESIGN.md for ``MLCOST_GPU_BACKEND`` and the ``MLCOST_SIM_*`` variables.
+opened. See docs/architecture.md and the README for ``MLCOST_GPU_BACKEND`` and the ``MLCOST_SIM_*`` variables.
 """
 
 from __future__ import annotations

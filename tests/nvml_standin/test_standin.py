@@ -168,3 +168,13 @@ def test_the_gpu_suite_passes_against_the_standin(standin_env, tmp_path):
                            str(here / "telemetry" / "test_gpu.py")], env=env, capture_output=True, text=True,
                           timeout=300, cwd=here.parent)
     assert done.returncode == 0 and " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+
+
+def test_without_a_compiler_the_build_says_so(monkeypatch, tmp_path):
+    """What the suite's skip reason rests on: no cc/gcc/clang (and no $CC) is named, not a crash."""
+    build = sys.modules["nvml_standin_build"]
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    assert build.compiler() is None
+    with pytest.raises(build.BuildError, match="no C compiler"):
+        build.build(tmp_path / "out")

@@ -75,7 +75,6 @@ def test_eight_workers_write_200_steps_with_no_lost_update(pg_url, tmp_path, cap
     # the readers, through the query layer (helper "readers"), from another folder
     pytest.importorskip("mlcost.ledger.queries", reason="the readers' query layer lands with branch readers")
     from mlcost.period import Period
-
     from mlcost.reports.analysis import chargeback
 
     df = chargeback(ledger, Period(), by=("team",))

@@ -31,12 +31,32 @@ def _period(since: str | None) -> Any:
     return Period.parse(since, None, since_field="since")
 
 
+class NotYetWritten:
+    """A file ledger no step has written yet (a fresh install): the view shows no rows, not an error."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+
+def open_for_view(spec: str | os.PathLike[str] | None) -> Any:
+    """The ledger at ``spec`` opened read-only, or :class:`NotYetWritten` for a file not made yet."""
+    from mlcost.ledger.book import open_ledger
+    from mlcost.ledger.target import resolve
+
+    target = resolve(spec)
+    if target.path is not None and not target.path.exists():
+        return NotYetWritten(target.masked)
+    return open_ledger(spec)
+
+
 def cost_by(ledger: Any, group: str, *, since: str | None = None, dag_id: str | None = None) -> list[dict]:
     """Rows of ``{<keys>, total_usd, idle_usd, idle_share, gpu_hours, steps, runs, lost_steps, ...}``,
     costliest first: :func:`mlcost.ledger.queries.cost_by_group`, aggregated in the database."""
     from mlcost.ledger.queries import cost_by_group, reading
 
     period = _period(since)
+    if isinstance(ledger, NotYetWritten):
+        return []
     with reading(ledger) as conn:
         return cost_by_group(conn, group, period, dag_id=dag_id)
 
@@ -46,6 +66,8 @@ def dag_runs(ledger: Any, *, since: str | None = None, dag_id: str | None = None
     from mlcost.ledger.queries import dag_run_costs, reading
 
     period = _period(since)
+    if isinstance(ledger, NotYetWritten):
+        return []
     with reading(ledger) as conn:
         return dag_run_costs(conn, period, dag_id=dag_id, limit=limit)
 
@@ -111,9 +133,9 @@ def create_app(ledger_path: str | os.PathLike[str] | None = None) -> Any:
     import FastAPI). ``ledger_path`` defaults to ``$MLCOST_LEDGER``, read per request."""
     from fastapi import FastAPI, HTTPException, Query
     from fastapi.responses import HTMLResponse, JSONResponse
-    from mlcost.ledger.book import Ledger, open_ledger
 
     from mlcost.errors import ConfigError
+    from mlcost.ledger.book import Ledger
     from mlcost.ledger.queries import COST_VIEW_GROUPS as GROUPS
 
     app = FastAPI(title="mlcost cost view", description="GPU cost by DAG, task, team and model, from the ledger")
@@ -122,8 +144,8 @@ def create_app(ledger_path: str | os.PathLike[str] | None = None) -> Any:
     def bad_input(_request: Any, exc: ConfigError) -> JSONResponse:  # a bad query parameter, no ledger
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
-    def ledger() -> Ledger:
-        return open_ledger(ledger_path)  # read-only; the shared one when the path is a URL
+    def ledger() -> Ledger | NotYetWritten:
+        return open_for_view(ledger_path)  # read-only; the shared one when the path is a URL
 
     @app.get("/", response_class=HTMLResponse)
     def page(since: str | None = None, dag_id: str | None = None) -> str:

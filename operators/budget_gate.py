@@ -175,20 +175,20 @@ class BudgetGateOperator(BaseOperator):
     def _close_mlflow_parent(self, run_key: str, *, failed: bool) -> None:
         """The gate is the DAG run's last word: sum the task runs onto the DAG run's MLflow run and end
         it (FINISHED, or FAILED when the gate fails). Best effort: MLflow never decides the gate."""
-        from mlcost.operators.hooks.mlflow_runs import MlflowRunsHook
+        from mlcost.operators.hooks.mlflow_runs import MlflowRunsHook, bounded
 
         hook = MlflowRunsHook(tracking_uri=self.mlflow_tracking_uri)
-        try:
-            uri = hook.tracking_uri()
-            if not uri:
+
+        def close() -> None:
+            if not hook.tracking_uri():
                 return
             parent_id = hook.find_dag_run_parent(run_key, experiment=self.experiment)
             if parent_id is None:
                 return
             hook.get_conn().set_tag(parent_id, "mlcost.gate", "failed" if failed else "passed")
             hook.update_parent_totals(parent_id, run_key, final_status="FAILED" if failed else "FINISHED")
-        except Exception as e:
-            log.warning("mlcost: could not close the DAG run's MLflow run: %s", e)
+
+        bounded(close, "closing the DAG run's MLflow run")
 
     def _breaches(self, spend: RunSpend, policy: Any) -> list[str]:
         found = []

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the gate as its own program (``python -m mlcost.gate.command``)."""
     parser = argparse.ArgumentParser(prog="mlcost gate")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    from mlcost.error_boundary import run_command
+
+    return run_command("mlcost gate", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,12 +85,27 @@ def run(args: argparse.Namespace) -> int:
     from mlcost.gate.policies import exit_status
 
     try:
-        result = gate(args)
-    except ConfigError as e:
+        with _mlflow_scope(args):
+            result = gate(args)
+    except (ConfigError, MissingExtra) as e:
         print(f"mlcost gate: {e}", file=sys.stderr)
         return int(ExitStatus.BAD_INPUT)
     _emit(result, args)
     return int(exit_status(result))
+
+
+def _mlflow_scope(args: argparse.Namespace) -> Any:
+    """When the gate reads MLflow (``--experiment``, or a pipeline's history on ``--tracking-uri``):
+    a tracking server is required, probed first and its retries bounded, so an outage is one line
+    and exit 2 within seconds, never minutes of retries and a "policy breached" exit 1."""
+    from contextlib import nullcontext
+
+    from mlcost.sinks.mlflow_reach import reading_mlflow
+
+    history_on_mlflow = bool(args.pipeline) and not args.no_history and bool(args.tracking_uri)
+    if args.experiment or history_on_mlflow:
+        return reading_mlflow(args.tracking_uri)
+    return nullcontext()
 
 
 def gate(args: argparse.Namespace) -> Any:
@@ -97,6 +115,10 @@ def gate(args: argparse.Namespace) -> Any:
     from mlcost.period import Period
     from mlcost.policy import Policy
 
+    if args.engine == "gx":
+        from mlcost.extras import require_extra
+
+        require_extra("gx", what="mlcost gate --engine gx")
     Period.parse(args.since, args.until)  # a bad --since/--until is bad input (exit 2), never "no steps"
     policy = Policy.load(args.policy) if args.policy else Policy.load()
     tracking_uri = args.tracking_uri or None

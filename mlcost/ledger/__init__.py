@@ -1,4 +1,4 @@
-"""The ledger: every metered step, in a SQLite file or a shared database (see DESIGN.md, "Many
+"""The ledger: every metered step, in a SQLite file or a shared database (see docs/architecture.md, "Many
 machines, one book").
 
 - :mod:`~mlcost.ledger.target`: where it is (a path or a URL; passwords masked), no SQLAlchemy;

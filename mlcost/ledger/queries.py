@@ -303,6 +303,21 @@ def step_details(conn: sa.Connection, step_ids: Sequence[str]) -> list[dict[str,
     return out
 
 
+def gpu_type_mismatches(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
+    """Steps priced as a declared GPU type other than the one they ran on (the record's
+    ``detected_gpu_type``), per step name and pair of types."""
+    f, r = figures, records
+    detected = json_text(conn, r.c.record, "detected_gpu_type")
+    stmt = (
+        sa.select(f.c.name, f.c.gpu_type, detected.label("detected"), sa.func.count().label("steps"))
+        .select_from(f.join(r, r.c.step_id == f.c.step_id))
+        .where(counted(), in_period(period), f.c.gpu_type.is_not(None), detected.is_not(None), detected != f.c.gpu_type)
+        .group_by(f.c.name, f.c.gpu_type, detected)
+        .order_by(sa.desc("steps"), f.c.name)
+    )
+    return _dicts(conn, stmt)
+
+
 # whole records: FOCUS export, gate --ledger, the budget gate -----------------------------------------
 def step_records(
     conn: sa.Connection, period: Period | None = None, *, run_key: str | None = None, source: str | None = None

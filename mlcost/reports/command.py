@@ -17,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 from mlcost.exit_status import ExitStatus
+from mlcost.extras import require_extra
 
 
 def register(subparsers: Any) -> None:
@@ -50,11 +51,13 @@ def register(subparsers: Any) -> None:
     c.add_argument("--format", choices=("terminal", "markdown", "json"), default="terminal")
     c.set_defaults(func=run_compare)
 
-    e = subparsers.add_parser("export", help="export the ledger as FinOps FOCUS 1.2 rows (CSV or Parquet)")
+    e = subparsers.add_parser("export", help="export the ledger as FinOps FOCUS 1.3 rows (CSV or Parquet)")
     _ledger_args(e)
-    e.add_argument("--focus", action="store_true", required=True, help="FOCUS 1.2 columns (the only format)")
+    e.add_argument("--focus", action="store_true", required=True, help="FOCUS 1.3 columns (the only format)")
     e.add_argument("--output", "-o", required=True, help="FILE.csv, FILE.parquet, or - for CSV on stdout")
-    e.add_argument("--provider", default="mlcost", help="ProviderName / PublisherName / InvoiceIssuerName")
+    e.add_argument("--provider", default="mlcost",
+                   help="ServiceProviderName / InvoiceIssuerName (and the deprecated ProviderName / PublisherName)")
+    e.add_argument("--host-provider", help="HostProviderName: who hosts the GPUs (default: --provider)")
     e.add_argument("--account-id", default="mlcost", help="BillingAccountId")
     e.add_argument("--region", help="RegionId")
     e.set_defaults(func=run_export)
@@ -93,7 +96,7 @@ def _guard(fn: Any) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except ConfigError as e:
+        except (ConfigError, MissingExtra) as e:
             print(f"mlcost {getattr(args, 'command', '') or ''}: {e}".replace("  ", " "), file=sys.stderr)
             return ExitStatus.BAD_INPUT
 
@@ -148,6 +151,11 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
         ("median", "usual (median)", lambda v: num(v, ".4g")), ("z", "robust z", lambda v: num(v, ".1f")),
         ("cause", "likely cause", str)],
         note="" if len(an) else "No step's cost or GPU-hours is far outside its own history."))  # fmt: skip
+    mismatched = _gpu_type_mismatches(ledger, period)
+    if len(mismatched):  # issue 10 item 7: priced as declared, shown beside what ran
+        report.sections.append(frame_section("Declared GPU type differs from the detected one", mismatched, [
+            ("name", "step", str), ("gpu_type", "priced as", str), ("detected", "ran on", str),
+            ("steps", "steps", str)]))  # fmt: skip
     if plots:
         first = by[0] if by else "team"
         cb = report.data.get(f"chargeback_{first}")
@@ -161,6 +169,14 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     return report
 
 
+def _gpu_type_mismatches(ledger: Any, period: Any) -> Any:
+    """Steps whose declared gpu_type is not the GPU they ran on (the record's detected_gpu_type)."""
+    from mlcost.ledger import queries as q
+    from mlcost.reports.analysis import _frame, _read
+
+    return _frame(_read(ledger, q.gpu_type_mismatches, period), ["name", "gpu_type", "detected", "steps"])
+
+
 def _lost_note(lost: int) -> str:
     if not lost:
         return ""
@@ -170,6 +186,9 @@ def _lost_note(lost: int) -> str:
 
 @_guard
 def run_report(args: argparse.Namespace) -> int:
+    require_extra("reports", what="mlcost report")
+    if args.validate:
+        require_extra("gx", what="mlcost report --validate")
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.reports.analysis import DIMENSIONS, parse_outcomes
     from mlcost.reports.render import to_html, to_markdown, to_terminal
@@ -212,12 +231,13 @@ def run_report(args: argparse.Namespace) -> int:
 # export -----------------------------------------------------------------------------------------
 @_guard
 def run_export(args: argparse.Namespace) -> int:
+    require_extra("reports", what="mlcost export")
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.reports.focus import FOCUS_VERSION, focus_rows, write_focus
 
     ledger, period = _ledger(args), _period(args)
     df = focus_rows(ledger, period, PriceCatalog.load(args.prices), provider=args.provider,
-                    account_id=args.account_id, region=args.region)  # fmt: skip
+                    account_id=args.account_id, region=args.region, host_provider=args.host_provider)  # fmt: skip
     kind = write_focus(df, args.output)
     if args.output != "-":
         print(f"Exported {len(df)} FOCUS {FOCUS_VERSION} row{'s' * (len(df) != 1)} ({kind}) to {args.output}.",
@@ -230,10 +250,13 @@ def run_export(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     import json
 
+    require_extra("reports", what="mlcost compare")
     from mlcost.reports.compare import compare_models, cost_quality_png
+    from mlcost.sinks.mlflow_reach import reading_mlflow
 
-    table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=args.tracking_uri,
-                           min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
+    with reading_mlflow(args.tracking_uri) as uri:  # required, probed, retries bounded: an outage is exit 2
+        table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=uri,
+                               min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
     if args.chart:
         with open(args.chart, "wb") as fh:
             fh.write(cost_quality_png(table, metric=args.metric, lower_is_better=args.lower_is_better))

@@ -35,6 +35,20 @@ def _offenders(report, policy_key: str) -> set[str]:
     return {r for f in report["findings"] if f["policy"] == policy_key for r in f["runs"]}
 
 
+def test_the_store_costs_are_exact_whatever_the_load(store):
+    """Every step lasts exactly STEP_S on its own clock, so its cost is GPUs × STEP_S × price to the
+    last digit, and scenarios are ordered by GPUs, never by how long a sleep happened to take."""
+    from mlcost.pricing.catalog import PriceCatalog
+
+    step_s = 1.0  # conftest.STEP_S (conftest is not importable by name under --import-mode=importlib)
+
+    price = PriceCatalog.load().gpu_hour_usd("H100")
+    for scenario, gpus in (("main", 20), ("ok", 21), ("slow", 26), ("idle", 1), ("wide", 2), ("dag", 8)):
+        assert store.costs[scenario] == [pytest.approx(gpus * step_s / 3600 * price, rel=1e-12)] * len(
+            store.costs[scenario]
+        ), scenario
+
+
 def _between(lo: list[float], hi: list[float]) -> float:
     assert max(lo) < min(hi), (lo, hi)
     return (max(lo) + min(hi)) / 2

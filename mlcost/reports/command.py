@@ -129,7 +129,8 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     from mlcost.reports import analysis as a
     from mlcost.reports.render import Report, bar_png, frame_section, num, pct, recommendations_section, usd
 
-    report = Report("mlcost FinOps report", f"Ledger {ledger.where}, steps started {period.label()}.")
+    report = Report("mlcost FinOps report", f"Ledger {ledger.where}, steps started {period.label()}."
+                    + simulated_note(ledger, period))  # fmt: skip
     for dim in by:
         df = a.chargeback(ledger, period, by=(dim,))
         report.data[f"chargeback_{dim}"] = df
@@ -194,6 +195,17 @@ def _gpu_type_mismatches(ledger: Any, period: Any) -> Any:
     where, args = period.where(f"gpu_type IS NOT NULL AND {detected} IS NOT NULL AND {detected} != gpu_type")
     return _frame(ledger, f"SELECT name, gpu_type, {detected} AS detected, COUNT(*) AS steps FROM steps {where} "
                           "GROUP BY 1, 2, 3 ORDER BY steps DESC", args)  # fmt: skip
+
+
+def simulated_note(ledger: Any, period: Any) -> str:
+    """Says so when steps of the period ran on the simulated GPU: their usage is not a real GPU's."""
+    where, args = period.where()
+    (row,) = ledger.rows(f"SELECT COUNT(*) AS n, SUM(simulated) AS sim FROM step_figures {where}", tuple(args))
+    n, sim = int(row["n"] or 0), int(row["sim"] or 0)
+    if not sim:
+        return ""
+    which = f"All {n}" if sim == n else f"{sim} of {n}"
+    return f" SIMULATED GPU: {which} steps ran on a simulated GPU (MLCOST_GPU_BACKEND=simulated): not real usage."
 
 
 @_guard

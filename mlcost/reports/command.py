@@ -295,9 +295,16 @@ def run_compare(args: argparse.Namespace) -> int:
             ("idle_share", "idle share", pct)]  # fmt: skip
     if args.metric:
         spec.append(("quality", args.metric, lambda v: num(v, ".4g")))
-    best = table.attrs.get("cheapest_acceptable")
-    report = Report("mlcost compare", f"Cost per model across MLflow runs of {', '.join(args.experiment)}.")
-    note = f"Cheapest model at acceptable quality: {best}." if best else ""
+    best, cheapest = table.attrs.get("cheapest_acceptable"), table.attrs.get("cheapest")
+    sim, runs = table.attrs.get("simulated_runs", 0), table.attrs.get("runs", 0)
+    which = f"All {runs}" if sim == runs else f"{sim} of {runs}"
+    simulated = f" SIMULATED GPU: {which} runs ran on a simulated GPU." if sim else ""
+    report = Report("mlcost compare",
+                    f"Cost per model across MLflow runs of {', '.join(args.experiment)}.{simulated}")  # fmt: skip
+    if args.metric:
+        note = f"Cheapest model at acceptable quality: {best}." if best else "No model reached the acceptable quality."
+    else:  # no quality figure: say what is cheapest, claim nothing about quality
+        note = f"Cheapest model per run: {cheapest}; quality not compared (pass --metric)." if cheapest else ""
     report.sections.append(frame_section("Cost per model", table, spec, note=note))
     if args.format == "markdown":
         sys.stdout.write(to_markdown(report))

@@ -205,7 +205,7 @@ def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Li
         _table("By team", by_team, ("team",), table_id="by-team"),
         _table("By model", q.fold(parts_cells, "model")[:50], ("model",), table_id="by-model"),
     ]
-    runs = q.dag_runs(conn, f, limit=20)
+    runs = q.dag_runs(conn, f, limit=10)
     rows = "".join(
         f"<tr><td>{escape(r['run_key'])}</td><td>{escape(str(r['started_at'])[:19])}</td>"
         f"<td class=n>{charts.money(r['total_usd'])}</td><td class=n>{charts.money(r['idle_usd'])}</td>"

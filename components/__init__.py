@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["budget_gate", "metered_component"]
+__all__ = ["budget_gate", "metered_component", "pod_packages"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "metered_component":
-        from mlcost.components.metered import metered_component
+    if name in ("metered_component", "pod_packages"):
+        from mlcost.components import metered
 
-        return metered_component
+        return getattr(metered, name)
     if name == "budget_gate":
         from mlcost.components.run_budget import budget_gate
 

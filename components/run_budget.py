@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from mlcost.components.metered import METRICS_OUTPUT
+from mlcost.components.metered import METRICS_OUTPUT, pod_packages
 
 from mlcost.errors import ConfigError
 
@@ -29,9 +29,8 @@ def budget_gate(budget_usd: Any, *tasks: Any, packages_to_install: list[str] | N
     for task in tasks:
         if METRICS_OUTPUT not in getattr(task, "outputs", {}):
             raise ConfigError(f"task {getattr(task, 'name', task)!r} is not a metered_component task")
-    component = _gate_component(
-        len(tasks), tuple(packages_to_install or ["mlcost"]), tuple(sorted(component_kwargs.items()))
-    )
+    packages = tuple(pod_packages() if packages_to_install is None else packages_to_install)
+    component = _gate_component(len(tasks), packages, tuple(sorted(component_kwargs.items())))
     inputs = {f"metrics_{i}": task.outputs[METRICS_OUTPUT] for i, task in enumerate(tasks)}
     return component(budget_usd=budget_usd, task_names=[t.name for t in tasks], **inputs)
 

@@ -77,7 +77,10 @@ def _parse(argv_args: Any) -> argparse.Namespace:
 
 
 def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int:
-    """Run the demo; 0 when the DAG run succeeded, 1 when it failed, 2 when it could not start."""
+    """Run the demo; 0 when the DAG run succeeded, 1 when it failed, 2 when it could not start.
+
+    Without the [all] extra it raises :class:`mlcost.errors.MissingExtra`, which the CLI prints (exit 2).
+    """
     from rich.console import Console
 
     args = _parse(argv_args)
@@ -91,11 +94,10 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
     except FileNotFoundError as e:
         console.print(f"[red]{e}[/red]")
         return 2
-    import importlib.util
+    from mlcost.extras import require_extra
 
-    if importlib.util.find_spec("airflow") is None:  # never import it here: its home is not set yet
-        console.print("[red]Airflow is not installed: pip install 'mlcost[all]'[/red]")
-        return 2
+    # looked up, never imported here: Airflow's home is not set yet. The DAG uses pandas and GX.
+    require_extra("all", "airflow", "pandas", "great_expectations", what="mlcost demo")
     from mlcost.operators.local import AirflowHomeError, install_dag, prepare_home
 
     try:

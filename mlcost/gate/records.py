@@ -7,7 +7,6 @@ A "run" of a model, for per-model ceilings and regression, is the set of steps s
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,17 +175,18 @@ def from_ledger(
     since: str | None = None,
     until: str | None = None,
 ) -> list[RunRecord]:
-    """Sealed steps of the ledger (optionally started in [since, until)) matching ``filter_string``."""
-    from mlcost.sinks.ledger import Ledger, ledger_path
+    """Counted steps of the ledger (sealed, and ``lost`` ones: money spent is spent), optionally
+    started in [since, until) (parsed as every ``--since/--until``: a bad value is a ConfigError),
+    matching ``filter_string``."""
+    from mlcost.ledger.queries import reading, step_records
+    from mlcost.period import Period
 
-    if not ledger_path(path).exists():
-        raise ConfigError(f"no ledger at {ledger_path(path)} (set MLCOST_LEDGER or pass --ledger)", field="--ledger")
+    period = Period.parse(since, until)
     clauses = parse_ledger_filter(filter_string)
-    where, args = Ledger._where(run_key=None, since=since, until=until, include_running=False)
-    rows = Ledger(path).rows(f"SELECT record FROM steps {where} ORDER BY started_at, step_id", tuple(args))
+    with reading(path) as conn:
+        found = list(step_records(conn, period))
     out = []
-    for row in rows:
-        rec = json.loads(row["record"])
+    for rec in found:
         if clauses and not _matches(rec, clauses):
             continue
         tags, context = rec.get("tags") or {}, rec.get("context") or {}

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, MissingExtra
 from mlcost.exit_status import ExitStatus
+from mlcost.extras import require_extra
 
 
 def register(subparsers: Any) -> None:
@@ -51,11 +51,13 @@ def register(subparsers: Any) -> None:
     c.add_argument("--format", choices=("terminal", "markdown", "json"), default="terminal")
     c.set_defaults(func=run_compare)
 
-    e = subparsers.add_parser("export", help="export the ledger as FinOps FOCUS 1.2 rows (CSV or Parquet)")
+    e = subparsers.add_parser("export", help="export the ledger as FinOps FOCUS 1.3 rows (CSV or Parquet)")
     _ledger_args(e)
-    e.add_argument("--focus", action="store_true", required=True, help="FOCUS 1.2 columns (the only format)")
+    e.add_argument("--focus", action="store_true", required=True, help="FOCUS 1.3 columns (the only format)")
     e.add_argument("--output", "-o", required=True, help="FILE.csv, FILE.parquet, or - for CSV on stdout")
-    e.add_argument("--provider", default="mlcost", help="ProviderName / PublisherName / InvoiceIssuerName")
+    e.add_argument("--provider", default="mlcost",
+                   help="ServiceProviderName / InvoiceIssuerName (and the deprecated ProviderName / PublisherName)")
+    e.add_argument("--host-provider", help="HostProviderName: who hosts the GPUs (default: --provider)")
     e.add_argument("--account-id", default="mlcost", help="BillingAccountId")
     e.add_argument("--region", help="RegionId")
     e.set_defaults(func=run_export)
@@ -76,46 +78,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-def parse_when(value: str | None, *, field: str, now: datetime | None = None) -> str | None:
-    """An ISO date/time (UTC when no zone is given), or a span back from now ('7d')."""
-    if not value:
-        return None
-    now = now or datetime.now(timezone.utc)
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        from mlcost.durations import parse_duration
-
-        try:
-            seconds = parse_duration(value, field=field)
-        except ConfigError as e:
-            raise ConfigError(f"expected an ISO date/time or a span such as '7d', got {value!r}", field=field) from e
-        dt = now - timedelta(seconds=seconds or 0)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat()
-
-
 def _period(args: argparse.Namespace) -> Any:
-    from mlcost.reports.analysis import Period
+    from mlcost.period import Period
 
-    return Period(since=parse_when(args.since, field="--since"), until=parse_when(args.until, field="--until"))
+    return Period.parse(args.since, args.until)
 
 
 def _ledger(args: argparse.Namespace) -> Any:
-    from mlcost.sinks.ledger import Ledger, ledger_path
+    """The ledger of ``--ledger`` (else ``$MLCOST_LEDGER``, else the default), opened read-only and
+    checked: a ConfigError (exit 2) when it is missing, not a ledger, or unreachable."""
+    from mlcost.ledger.book import open_ledger
 
-    path = ledger_path(args.ledger)
-    if not path.exists():
-        raise ConfigError(f"no ledger at {path} (set MLCOST_LEDGER or pass --ledger)", field="--ledger")
-    return Ledger(path)
+    return open_ledger(args.ledger)
 
 
 def _guard(fn: Any) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except ConfigError as e:
+        except (ConfigError, MissingExtra) as e:
             print(f"mlcost {getattr(args, 'command', '') or ''}: {e}".replace("  ", " "), file=sys.stderr)
             return ExitStatus.BAD_INPUT
 
@@ -129,13 +110,15 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     from mlcost.reports import analysis as a
     from mlcost.reports.render import Report, bar_png, frame_section, num, pct, recommendations_section, usd
 
-    report = Report("mlcost FinOps report", f"Ledger {ledger.path}, steps started {period.label()}.")
+    report = Report("mlcost FinOps report", f"Ledger {ledger.where}, steps started {period.label()}.")
     for dim in by:
         df = a.chargeback(ledger, period, by=(dim,))
         report.data[f"chargeback_{dim}"] = df
+        lost = int(df["lost_steps"].sum()) if len(df) else 0
         report.sections.append(frame_section(f"Chargeback by {dim}", df, [
             (dim, dim, str), ("steps", "steps", str), ("gpu_hours", "GPU-h", num), ("total_usd", "cost", usd),
-            ("idle_usd", "idle $", usd), ("share", "share", pct)]))  # fmt: skip
+            ("idle_usd", "idle $", usd), ("share", "share", pct)],
+            note=_lost_note(lost)))  # fmt: skip
     ue = a.unit_economics(ledger, period, outcomes)
     report.data["unit_economics"] = ue
     note = "; ".join(f"{usd(v['usd_per_unit'])} per {k} ({v['count']:,.0f} {k})" for k, v in
@@ -168,6 +151,11 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
         ("median", "usual (median)", lambda v: num(v, ".4g")), ("z", "robust z", lambda v: num(v, ".1f")),
         ("cause", "likely cause", str)],
         note="" if len(an) else "No step's cost or GPU-hours is far outside its own history."))  # fmt: skip
+    mismatched = _gpu_type_mismatches(ledger, period)
+    if len(mismatched):  # issue 10 item 7: priced as declared, shown beside what ran
+        report.sections.append(frame_section("Declared GPU type differs from the detected one", mismatched, [
+            ("name", "step", str), ("gpu_type", "priced as", str), ("detected", "ran on", str),
+            ("steps", "steps", str)]))  # fmt: skip
     if plots:
         first = by[0] if by else "team"
         cb = report.data.get(f"chargeback_{first}")
@@ -181,8 +169,26 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     return report
 
 
+def _gpu_type_mismatches(ledger: Any, period: Any) -> Any:
+    """Steps whose declared gpu_type is not the GPU they ran on (the record's detected_gpu_type)."""
+    from mlcost.ledger import queries as q
+    from mlcost.reports.analysis import _frame, _read
+
+    return _frame(_read(ledger, q.gpu_type_mismatches, period), ["name", "gpu_type", "detected", "steps"])
+
+
+def _lost_note(lost: int) -> str:
+    if not lost:
+        return ""
+    return (f"{lost} lost step{'s' * (lost != 1)} (died without a final record: no heartbeat for "
+            "the lost limit) counted with the usage of their last checkpoint.")  # fmt: skip
+
+
 @_guard
 def run_report(args: argparse.Namespace) -> int:
+    require_extra("reports", what="mlcost report")
+    if args.validate:
+        require_extra("gx", what="mlcost report --validate")
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.reports.analysis import DIMENSIONS, parse_outcomes
     from mlcost.reports.render import to_html, to_markdown, to_terminal
@@ -225,12 +231,13 @@ def run_report(args: argparse.Namespace) -> int:
 # export -----------------------------------------------------------------------------------------
 @_guard
 def run_export(args: argparse.Namespace) -> int:
+    require_extra("reports", what="mlcost export")
     from mlcost.pricing.catalog import PriceCatalog
     from mlcost.reports.focus import FOCUS_VERSION, focus_rows, write_focus
 
     ledger, period = _ledger(args), _period(args)
     df = focus_rows(ledger, period, PriceCatalog.load(args.prices), provider=args.provider,
-                    account_id=args.account_id, region=args.region)  # fmt: skip
+                    account_id=args.account_id, region=args.region, host_provider=args.host_provider)  # fmt: skip
     kind = write_focus(df, args.output)
     if args.output != "-":
         print(f"Exported {len(df)} FOCUS {FOCUS_VERSION} row{'s' * (len(df) != 1)} ({kind}) to {args.output}.",
@@ -243,10 +250,13 @@ def run_export(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     import json
 
+    require_extra("reports", what="mlcost compare")
     from mlcost.reports.compare import compare_models, cost_quality_png
+    from mlcost.sinks.mlflow_reach import reading_mlflow
 
-    table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=args.tracking_uri,
-                           min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
+    with reading_mlflow(args.tracking_uri) as uri:  # required, probed, retries bounded: an outage is exit 2
+        table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=uri,
+                               min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
     if args.chart:
         with open(args.chart, "wb") as fh:
             fh.write(cost_quality_png(table, metric=args.metric, lower_is_better=args.lower_is_better))

@@ -148,3 +148,13 @@ def test_the_cost_view_parses_since_as_every_reader_does(ledger_spec):
         answer = client.get("/api/costs", params={"since": bad})
         assert answer.status_code == 400 and answer.json()["detail"].startswith("since: ")
     assert client.get("/api/runs", params={"since": "yesterday-ish"}).status_code == 400
+
+
+def test_the_gate_counts_and_names_a_lost_step(book, ledger_spec, tmp_path, capsys):
+    policy = tmp_path / "mlcost.toml"
+    policy.write_text("[budgets]\njob_usd = 3\n")
+    rc = main(["gate", "--policy", str(policy), "--ledger", ledger_spec, "--since", "2026-01-01",
+               "--until", "2026-01-10"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 1  # both the sealed $10 step and the lost $4 one are over $3
+    assert "1 lost step" in out and "train (dead)" in out and "total $14.00)" in out

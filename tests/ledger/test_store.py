@@ -77,10 +77,21 @@ def test_the_migrations_build_exactly_the_schema_of_the_code(ledger_spec, make_s
 
     from mlcost.ledger.migrate import _config
 
+    from alembic import command
+
     ledger = Ledger(ledger_spec)
-    ledger.write(make_step())
+    ledger.write(make_step())  # a new ledger is made from the code's schema at once (no Alembic)
     with ledger.store.connect() as conn:
         assert ScriptDirectory.from_config(_config(conn)).get_current_head() == migrate.HEAD
+        ctx = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
+        assert compare_metadata(ctx, metadata) == []
+        assert migrate.state(conn).current
+    with ledger.store.begin() as conn:  # and the migrations, run on an empty database, build the same
+        conn.exec_driver_sql("DROP VIEW steps")
+        metadata.drop_all(conn)
+        conn.exec_driver_sql(f"DROP TABLE {migrate.VERSION_TABLE}")
+        assert migrate.state(conn).kind == "empty"
+        command.upgrade(_config(conn), "head")
         ctx = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
         assert compare_metadata(ctx, metadata) == []
         assert migrate.state(conn).current
@@ -146,6 +157,10 @@ def test_a_current_ledger_without_a_version_is_stamped_not_rebuilt(tmp_path, mak
         conn.execute("DROP VIEW steps")
         conn.execute("DROP INDEX steps_heartbeat")
         conn.execute("ALTER TABLE step_figures DROP COLUMN heartbeat_at")
+        conn.execute("DROP INDEX steps_job")  # and what revision 0003 added
+        for column in ("job_id", "node_rank", "gpu_hour_usd"):
+            conn.execute(f"ALTER TABLE step_figures DROP COLUMN {column}")
+        conn.execute("DROP TABLE alerts")
         conn.execute(f"DROP TABLE {migrate.VERSION_TABLE}")
         conn.execute("CREATE VIEW steps AS SELECT f.rowid AS rowid, f.*, r.record FROM step_figures f "
                      "LEFT JOIN step_records r ON r.step_id = f.step_id")  # fmt: skip

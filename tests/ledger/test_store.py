@@ -71,13 +71,12 @@ def test_the_lost_limit_is_documented_and_can_be_set(monkeypatch):
 
 
 def test_the_migrations_build_exactly_the_schema_of_the_code(ledger_spec, make_step):
+    from alembic import command
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from mlcost.ledger.migrate import _config
-
-    from alembic import command
 
     ledger = Ledger(ledger_spec)
     ledger.write(make_step())  # a new ledger is made from the code's schema at once (no Alembic)

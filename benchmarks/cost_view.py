@@ -8,6 +8,10 @@ Airflow's own API app (a throwaway home, SimpleAuthManager, a real JWT), and tim
 each JSON endpoint over HTTP (Starlette's in-process client: no network, the whole request path
 including authentication). Also times the page for a user limited to one DAG (its scope filter).
 Target: the page under 1 s at 100,000 steps. Building the data is not timed.
+
+Each figure is the median wall time, and beside it this process's CPU time (the app, the client and,
+on SQLite, the database itself run in it; on PostgreSQL the database's own CPU is not in it). On a
+shared, loaded machine the wall time is mostly waiting for a core: compare the CPU column there.
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ def rows_of(n: int, now: datetime) -> tuple[list[dict], list[dict]]:
         cost = 0.0 if refused else rng.uniform(0.5, 60)
         idle = cost * rng.random() * 0.6
         run = f"scheduled__{start[:10]}"
+        model = f"m{((int(dag[4:]) if dag else 60) * 12 + i % 12) % 30}"  # a task trains one model
         figures.append({
             "step_id": f"s{i:08d}", "name": f"task_{i % 12}", "status": "breached" if refused else "succeeded",
             "source": "meter", "started_at": start, "ended_at": start, "duration_s": 3600.0, "gpus": 4,
-            "gpu_type": "H100", "pricing": "on_demand", "team": team, "project": "p", "model": f"m{i % 30}",
+            "gpu_type": "H100", "pricing": "on_demand", "team": team, "project": "p", "model": model,
             "workload": "training", "run_key": f"airflow:{dag}/{run}" if dag else f"kfp:p/{i // 10}",
             "total_usd": cost, "compute_usd": cost, "idle_usd": idle, "energy_usd": 0.0, "energy_kwh": None,
             "spot_whatif_usd": None, "gpu_hours": 4.0, "util_mean_pct": 50.0, "mem_peak_gb": 40.0,
@@ -107,34 +112,40 @@ def stop_postgres(handle: object) -> None:
     c.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=str(pgdata), user=srv.system_user)
 
 
-def time_endpoints(client, headers: dict, repeat: int) -> dict[str, float]:
-    out = {}
-    for name, path in ENDPOINTS.items():
-        assert client.get(path, headers=headers).status_code == 200, path  # warm: engine, caches
-        samples = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            r = client.get(path, headers=headers)
-            samples.append(time.perf_counter() - t)
-            assert r.status_code == 200, (path, r.status_code, r.text[:300])
-        out[name] = statistics.median(samples)
-    return out
+Timing = tuple[float, float]  # (wall s, CPU s), medians
 
 
-def time_limited_page(url: str, repeat: int) -> float:
+def _measure(call, repeat: int) -> Timing:
+    call()  # warm: engine, caches
+    wall, cpu = [], []
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        call()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def time_endpoints(client, headers: dict, repeat: int) -> dict[str, Timing]:
+    def get(path: str) -> None:
+        r = client.get(path, headers=headers)
+        assert r.status_code == 200, (path, r.status_code, r.text[:300])
+
+    return {name: _measure(lambda p=path: get(p), repeat) for name, path in ENDPOINTS.items()}
+
+
+def time_limited_page(url: str, repeat: int) -> Timing:
     """The page as a user who may read one DAG: the scope becomes an IN filter on every query."""
     from mlcost.plugins import cost_queries as q
     from mlcost.plugins.page import render_page
 
     engine = q.engine_for(url) if "://" in url else q.engine_for(url.removeprefix("sqlite:///"))
     f = q.period_filters(q.DagScope(all_dags=False, dag_ids=frozenset({"dag_007"}), user="alice"), period="30d")
-    samples = []
-    for _ in range(repeat + 1):
-        t = time.perf_counter()
+    def page() -> None:
         with engine.connect() as conn:
             render_page(conn, f)
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples[1:])
+
+    return _measure(page, repeat)
 
 
 def main() -> int:
@@ -157,7 +168,7 @@ def main() -> int:
     t = time.perf_counter()
     figures, records = rows_of(args.rows, now)
     print(f"{args.rows:,} synthetic steps made in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Timing]] = {}
     for backend in args.backends.split(","):
         handle = None
         if backend == "sqlite":
@@ -180,12 +191,12 @@ def main() -> int:
             if handle is not None:
                 stop_postgres(handle)
     names = list(next(iter(results.values())))
-    print(f"\nCost view over {args.rows:,} ledger rows, median of {args.repeat} (seconds):")
-    print(f"{'request':<32}" + "".join(f"{b:>12}" for b in results))
+    print(f"\nCost view over {args.rows:,} ledger rows, median of {args.repeat}, seconds (wall / this process's CPU):")
+    print(f"{'request':<30}" + "".join(f"{b:>17}" for b in results))
     for name in names:
-        print(f"{name:<32}" + "".join(f"{results[b][name]:>12.3f}" for b in results))
-    worst = max(r["page /"] for r in results.values())
-    print(f"page under 1 s: {'yes' if worst < 1 else 'NO'} (slowest backend {worst:.3f} s)")
+        print(f"{name:<30}" + "".join(f"{results[b][name][0]:>9.3f} / {results[b][name][1]:.3f}" for b in results))
+    worst = max(r["page /"][0] for r in results.values())
+    print(f"page under 1 s (wall): {'yes' if worst < 1 else 'NO'} (slowest backend {worst:.3f} s)")
     return 0 if worst < 1 else 1
 
 

@@ -41,6 +41,10 @@ def _empty(name: str, label: str, width: int = 640, height: int = 60) -> str:
     return _svg(name, width, height, body, label=label, total=0.0)
 
 
+def _axis(v: float) -> str:
+    return f"${v:,.0f}" if v >= 10 else f"${v:,.2f}".rstrip("0").rstrip(".")
+
+
 def _colour(key: str, i: int) -> str:
     return OTHER_COLOUR if key == "(other)" else PALETTE[i % len(PALETTE)]
 
@@ -74,7 +78,7 @@ def stacked_days(data: dict[str, Any], *, width: int = 760, height: int = 260) -
     for frac in (0, 0.5, 1):  # gridlines and their labels
         y = top + plot_h * (1 - frac)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{_n(y)}" y2="{_n(y)}" class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{_n(y + 4)}" text-anchor="end" class="axis">{money(ymax * frac)}</text>')
+        parts.append(f'<text x="{left - 6}" y="{_n(y + 4)}" text-anchor="end" class="axis">{_axis(ymax * frac)}</text>')
     base = [0.0] * len(days)
     for si, s in enumerate(series):
         d = []

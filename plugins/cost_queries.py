@@ -54,7 +54,7 @@ class DagIdOf(FunctionElement):
 @compiles(DagIdOf)
 def _dag_id_sqlite(element: DagIdOf, compiler: Any, **kw: Any) -> str:
     key = compiler.process(element.clauses, **kw)
-    return f"(CASE WHEN {key} LIKE 'airflow:%' THEN substr({key}, 9, instr({key}, '/') - 9) END)"
+    return f"(CASE WHEN substr({key}, 1, 8) = 'airflow:' THEN substr({key}, 9, instr({key}, '/') - 9) END)"
 
 
 @compiles(DagIdOf, "postgresql")
@@ -63,7 +63,7 @@ def _dag_id_postgres(element: DagIdOf, compiler: Any, **kw: Any) -> str:
     return f"(CASE WHEN {key} LIKE 'airflow:%%' THEN split_part(substr({key}, 9), '/', 1) END)"
 
 
-DAG_ID: ColumnElement = DagIdOf(STEPS.c.run_key)
+DAG_ID: ColumnElement = DagIdOf(STEPS.c.run_key)  # a dag_id column, if the ledger grows one, goes here
 TEAM: ColumnElement = func.coalesce(STEPS.c.team, UNTAGGED)
 DAY: ColumnElement = func.substr(STEPS.c.started_at, 1, 10)
 REFUSED: ColumnElement = core.refused(STEPS)
@@ -297,20 +297,34 @@ def overview(conn: Connection, f: Filters) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def fold(cells: Sequence[dict[str, Any]], key: str | None) -> list[dict[str, Any]]:
-    """Sum overview cells by ``dag_id`` or ``team`` (or all of them, ``key=None``), costliest
-    first, in the shape of :func:`cost_by` rows without ``runs``."""
+def breakdown(conn: Connection, f: Filters) -> list[dict[str, Any]]:
+    """The page's second scan: sums per (DAG, task, model), folded into its by-task and by-model
+    tables (a task mostly trains one model, so this stays near the number of tasks)."""
+    keys = [
+        func.coalesce(DAG_ID, NO_DAG).label("dag_id"),
+        STEPS.c.name.label("task_id"),
+        func.coalesce(STEPS.c.model, UNTAGGED).label("model"),
+    ]
+    sums = [c for c in _sums() if c.name != "runs"]
+    q = select(*keys, *sums).select_from(STEPS).where(f.where()).group_by(*keys)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def fold(cells: Sequence[dict[str, Any]], key: str | tuple[str, ...] | None) -> list[dict[str, Any]]:
+    """Sum cells of :func:`overview` or :func:`breakdown` by one key or a tuple of keys (all of
+    them with ``key=None``), costliest first, in the shape of :func:`cost_by` rows without ``runs``."""
+    names = () if key is None else (key,) if isinstance(key, str) else key
     out: dict[Any, dict[str, Any]] = {}
     for c in cells:
-        k = c[key] if key else None
-        row = out.setdefault(k, {**({key: k} if key else {}), **dict.fromkeys(_ADDITIVE, 0), "simulated": 0})
+        k = tuple(c[n] for n in names)
+        row = out.setdefault(k, {**{n: c[n] for n in names}, **dict.fromkeys(_ADDITIVE, 0), "simulated": 0})
         for name in _ADDITIVE:
             row[name] += c[name] or 0
         row["simulated"] = max(row["simulated"], c["simulated"] or 0)
     rows = [_finish(r) for r in out.values()]
-    if key is None:
+    if not names:
         return rows or [_finish({**dict.fromkeys(_ADDITIVE, 0), "simulated": 0})]
-    return sorted(rows, key=lambda r: (-r["total_usd"], str(r[key])))
+    return sorted(rows, key=lambda r: (-r["total_usd"], *(str(r[n]) for n in names)))
 
 
 def _days(f: Filters, seen: Iterable[str]) -> list[str]:

@@ -161,6 +161,7 @@ def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Li
         dags, teams = [r["dag_id"] for r in by_dag], [r["team"] for r in by_team]
     key = "team" if stack == "team" else "dag_id"
     daily = q.daily_series(stack, [(c["day"], c[key], float(c["total_usd"] or 0)) for c in cells], f)
+    parts_cells = q.breakdown(conn, f)  # the second scan: by task and by model
     top_cost = q.top_steps(conn, f, order="total", limit=10)
     top_idle = q.top_steps(conn, f, order="idle", limit=10)
     flagged = q.flagged_steps(conn, f, limit=20)
@@ -200,11 +201,11 @@ def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Li
         _steps_table(flagged, link, table_id="flagged"),
         _windows(windows),
         _table("By DAG", by_dag, ("dag_id",), table_id="by-dag"),
-        _table("By task", q.cost_by(conn, "task", f, limit=50), ("dag_id", "task_id"), table_id="by-task"),
+        _table("By task", q.fold(parts_cells, ("dag_id", "task_id"))[:50], ("dag_id", "task_id"), table_id="by-task"),
         _table("By team", by_team, ("team",), table_id="by-team"),
-        _table("By model", q.cost_by(conn, "model", f, limit=50), ("model",), table_id="by-model"),
+        _table("By model", q.fold(parts_cells, "model")[:50], ("model",), table_id="by-model"),
     ]
-    runs = q.dag_runs(conn, f, limit=20)
+    runs = q.dag_runs(conn, f, limit=10)
     rows = "".join(
         f"<tr><td>{escape(r['run_key'])}</td><td>{escape(str(r['started_at'])[:19])}</td>"
         f"<td class=n>{charts.money(r['total_usd'])}</td><td class=n>{charts.money(r['idle_usd'])}</td>"

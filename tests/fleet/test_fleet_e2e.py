@@ -127,8 +127,9 @@ def test_report_and_cost_view_show_the_whole_run(fleet, e2e):
     status, body = fleet.api("GET", f"/mlcost/api/runs?dag_id={DAG}")
     assert status == 200, body
     run = next(r for r in body["runs"] if r["run_key"] == run_key)
-    assert run["steps"] == len(STEPS)
-    assert run["total_usd"] == pytest.approx(total, abs=1e-6)
+    recorded = ledger_steps(fleet, run_key) + ledger_steps(fleet, run_key, source="listener")  # + the gate's task
+    assert run["steps"] == len(recorded) == len(STEPS) + 1
+    assert run["total_usd"] == pytest.approx(total + sum(s.total_usd for s in recorded[len(STEPS):]), abs=1e-6)
     status, body = fleet.api("GET", f"/mlcost/api/costs?group=task&dag_id={DAG}")
     assert status == 200, body
     assert {r["task_id"] for r in body["rows"]} >= STEPS

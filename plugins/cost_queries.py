@@ -5,7 +5,10 @@ same way, so the page, the charts and the JSON API cannot disagree. Written on S
 same query runs on the SQLite ledger and on PostgreSQL; only the DAG id, which the ledger keeps
 inside ``run_key`` (``airflow:<dag_id>/<run_id>``; a DAG id holds no ``/``), needs a per-dialect
 expression. Reads ``step_figures`` (the flat columns) and touches the JSON records only for the few
-rows a top list shows. Meant to move into the ledger's shared query layer.
+rows a top list shows. The period filter, the time parser, a row's effective status (``lost``),
+what counts as refused, and the read-only engine are the core's (:mod:`mlcost.ledger.queries`,
+:mod:`mlcost.period`, :mod:`mlcost.ledger.store`): the view and ``mlcost report`` cannot disagree
+on which steps a period holds or which are lost.
 """
 
 from __future__ import annotations
@@ -17,19 +20,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Float, String, and_, case, column, create_engine, false, func, literal, or_, select, table
+from sqlalchemy import String, and_, case, false, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-STEPS = table(
-    "step_figures",
-    *(column(c) for c in ("step_id", "name", "status", "source", "started_at", "run_key", "team", "model")),
-    *(column(c, Float) for c in ("total_usd", "idle_usd", "gpu_hours", "duration_s")),
-    column("gpus"),
-    column("simulated"),
-)
-RECORDS = table("step_records", column("step_id"), column("record", String))
+from mlcost.ledger import queries as core
+from mlcost.ledger.schema import step_figures as STEPS
+from mlcost.ledger.schema import step_records as RECORDS
+from mlcost.period import Period
 
 PERIODS: dict[str, timedelta | None] = {
     "24h": timedelta(hours=24),
@@ -67,8 +66,17 @@ def _dag_id_postgres(element: DagIdOf, compiler: Any, **kw: Any) -> str:
 DAG_ID: ColumnElement = DagIdOf(STEPS.c.run_key)  # a dag_id column, if the ledger grows one, goes here
 TEAM: ColumnElement = func.coalesce(STEPS.c.team, UNTAGGED)
 DAY: ColumnElement = func.substr(STEPS.c.started_at, 1, 10)
-REFUSED: ColumnElement = and_(STEPS.c.status == "breached", func.coalesce(STEPS.c.total_usd, 0) == 0)
-LOST: ColumnElement = STEPS.c.status == "lost"
+REFUSED: ColumnElement = core.refused(STEPS)
+
+
+def status() -> ColumnElement:
+    """A row's effective status (``lost`` for a running row with a stale heartbeat), made per query:
+    its cutoff is "now" minus the lost limit."""
+    return core.status_of(STEPS)
+
+
+def lost() -> ColumnElement:
+    return status() == core.STATUS_LOST
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,8 @@ class Filters:
         if not self.scope.all_dags:
             allowed = sorted(self.scope.dag_ids)
             clauses.append(DAG_ID.in_(allowed) if allowed else false())
-        if self.since:
-            clauses.append(STEPS.c.started_at >= self.since)
-        if self.until:
-            clauses.append(STEPS.c.started_at < self.until)
+        if self.since or self.until:
+            clauses.append(core.in_period(Period(self.since, self.until), STEPS))  # the one period filter
         if self.dag_id:
             clauses.append(self.dag_id == DAG_ID)
         if self.team:
@@ -129,10 +135,8 @@ def period_filters(
     with ``since``/``until``. A named period wins over dates, so a form that still holds old dates
     does what its period selector says. ValueError names the bad value; routes answer 400."""
     if period in (None, "", "custom") and (since or until):
-        for name, value in (("since", since), ("until", until)):
-            if value:
-                _parse_time(name, value)
-        return Filters(scope, since or None, until or None, dag_id or None, team or None, "custom")
+        custom = Period.parse(since, until, since_field="since", until_field="until", now=now)  # ConfigError: 400
+        return Filters(scope, custom.since_iso, custom.until_iso, dag_id or None, team or None, "custom")
     if period == "custom":
         raise ValueError("period=custom needs since and/or until (ISO 8601)")
     period = period or "30d"
@@ -145,26 +149,38 @@ def period_filters(
     return Filters(scope, start, None, dag_id or None, team or None, period)
 
 
-def _parse_time(name: str, value: str) -> datetime:
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"{name} must be an ISO 8601 date or time (2025-01-31 or 2025-01-31T12:00), not {value!r}"
-        ) from None
-
-
 def engine_for(ledger: str | os.PathLike[str] | None = None) -> Engine:
-    """A read engine on the ledger: a SQLAlchemy URL, else the SQLite file (``Ledger``'s path rules)."""
-    from mlcost.sinks.ledger import Ledger
+    """The read-only engine on the ledger (a path or a URL; default ``$MLCOST_LEDGER``) from the
+    core store: nothing is created, migrated or written. A file ledger no step has written yet
+    (a fresh install) reads as an empty ledger: see :func:`not_yet_written`."""
+    from mlcost.ledger.book import open_ledger
+    from mlcost.ledger.target import resolve
 
-    text = str(ledger) if ledger is not None else os.environ.get("MLCOST_LEDGER", "")
-    if "://" in text:
-        return create_engine(text.replace("postgresql://", "postgresql+psycopg://", 1), pool_pre_ping=True)
-    book = Ledger(ledger)
-    with book.connect():  # creates the schema of a ledger nothing has written yet
-        pass
-    return create_engine(f"sqlite:///{book.path}")
+    target = resolve(ledger)
+    if target.path is not None and not target.path.exists():
+        return _empty_ledger()
+    return open_ledger(ledger).store.engine
+
+
+def not_yet_written(engine: Engine) -> bool:
+    """``engine`` is the stand-in for a ledger file not made yet: do not keep it, look again."""
+    return engine is _EMPTY.get("engine")
+
+
+_EMPTY: dict[str, Engine] = {}
+
+
+def _empty_ledger() -> Engine:
+    if "engine" not in _EMPTY:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import StaticPool
+
+        from mlcost.ledger.schema import metadata
+
+        eng = create_engine("sqlite://", poolclass=StaticPool)
+        metadata.create_all(eng)  # in memory: the schema with no rows
+        _EMPTY["engine"] = eng
+    return _EMPTY["engine"]
 
 
 def _sums() -> list[ColumnElement]:
@@ -175,11 +191,9 @@ def _sums() -> list[ColumnElement]:
         func.count().label("steps"),
         func.count(func.distinct(STEPS.c.run_key)).label("runs"),
         func.sum(case((STEPS.c.source == "meter", 1), else_=0)).label("metered_steps"),
-        func.sum(case((STEPS.c.status.in_(("failed", "breached", "killed", "lost")), 1), else_=0)).label(
-            "failed_steps"
-        ),
+        func.sum(case((status().in_(core.FAILED_STATUSES), 1), else_=0)).label("failed_steps"),
         func.sum(case((REFUSED, 1), else_=0)).label("refused_steps"),
-        func.sum(case((LOST, 1), else_=0)).label("lost_steps"),
+        func.sum(case((lost(), 1), else_=0)).label("lost_steps"),
         func.max(func.coalesce(STEPS.c.simulated, 0)).label("simulated"),
     ]
 
@@ -339,7 +353,7 @@ def top_steps(conn: Connection, f: Filters, *, order: str = "total", limit: int 
         select(
             STEPS.c.step_id,
             STEPS.c.name,
-            STEPS.c.status,
+            status().label("status"),
             STEPS.c.started_at,
             STEPS.c.run_key,
             DAG_ID.label("dag_id"),
@@ -365,7 +379,7 @@ def flagged_steps(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict
         select(
             STEPS.c.step_id,
             STEPS.c.name,
-            STEPS.c.status,
+            status().label("status"),
             STEPS.c.started_at,
             STEPS.c.run_key,
             DAG_ID.label("dag_id"),
@@ -377,7 +391,7 @@ def flagged_steps(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict
             REFUSED.label("refused"),
         )
         .select_from(STEPS)
-        .where(f.where(), or_(REFUSED, LOST))
+        .where(f.where(), or_(REFUSED, lost()))
         .order_by(STEPS.c.started_at.desc(), STEPS.c.step_id)
         .limit(limit)
     )

@@ -195,7 +195,10 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     def engine() -> Engine:
         key = str(ledger if ledger is not None else os.environ.get("MLCOST_LEDGER", ""))
         if key not in engines:
-            engines[key] = q.engine_for(ledger)
+            eng = q.engine_for(ledger)
+            if q.not_yet_written(eng):  # no step has written the file yet: look again next time
+                return eng
+            engines[key] = eng
         return engines[key]
 
     def steps_with_links(rows: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:

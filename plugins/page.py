@@ -1,6 +1,6 @@
 """The Cost view's HTML: one server-rendered page, no script, no request to anywhere else.
 
-Built from the same query functions and the same :class:`~mlcost.plugins.cost_queries.Filters` as
+Built from the same query functions and the same :class:`~mlcost.ledger.cost_view.Filters` as
 the JSON API, so the page and ``/api`` always agree. The form is a plain GET form (period, custom
 dates, DAG, team, stacking), so every view is a link that can be shared or bookmarked.
 """
@@ -13,8 +13,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from mlcost.plugins import charts
-from mlcost.plugins import cost_queries as q
 from sqlalchemy.engine import Connection
+
+from mlcost.ledger import cost_view as q
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.2rem;color:#1b1f24;background:#fff}
@@ -36,7 +37,8 @@ Link = Callable[[dict[str, Any]], dict[str, str]]
 
 
 def _qs(f: q.Filters, **over: Any) -> str:
-    args = {"period": f.period, "since": f.since if f.period == "custom" else None, "until": f.until}
+    custom = f.name == "custom"
+    args = {"period": f.name, "since": f.since if custom else None, "until": f.until if custom else None}
     args.update(dag_id=f.dag_id, team=f.team)
     args.update(over)
     return "?" + urlencode({k: v for k, v in args.items() if v})
@@ -53,7 +55,7 @@ def _form(f: q.Filters, stack: str, dags: Sequence[str], teams: Sequence[str]) -
         return "".join(opts)
 
     periods = "".join(
-        f'<option value="{p}"{" selected" if p == f.period else ""}>{label}</option>'
+        f'<option value="{p}"{" selected" if p == f.name else ""}>{label}</option>'
         for p, label in (
             ("24h", "last 24 h"),
             ("7d", "last 7 days"),
@@ -62,8 +64,8 @@ def _form(f: q.Filters, stack: str, dags: Sequence[str], teams: Sequence[str]) -
             ("custom", "custom"),
         )
     )
-    since = (f.since or "")[:10] if f.period == "custom" else ""
-    until = (f.until or "")[:10]
+    since = (f.since or "")[:10] if f.name == "custom" else ""
+    until = (f.until or "")[:10] if f.name == "custom" else ""
     return (
         '<form method="get" action="">'
         f'<label>Period<select name="period">{periods}</select></label>'
@@ -155,7 +157,7 @@ def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Li
     (totals,) = q.fold(cells, None)
     by_dag, by_team = q.fold(cells, "dag_id"), q.fold(cells, "team")
     if f.dag_id or f.team:  # the choices of the form stay those of the whole period
-        wide = q.overview(conn, q.Filters(f.scope, f.since, f.until, None, None, f.period))
+        wide = q.overview(conn, f.widened())
         dags, teams = [r["dag_id"] for r in q.fold(wide, "dag_id")], [r["team"] for r in q.fold(wide, "team")]
     else:
         dags, teams = [r["dag_id"] for r in by_dag], [r["team"] for r in by_team]
@@ -167,7 +169,7 @@ def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Li
     flagged = q.flagged_steps(conn, f, limit=20)
     windows = q.budget_window_burn(conn, f)
     scope = "every DAG" if f.scope.all_dags else f"the {len(f.scope.dag_ids)} DAG(s) you may read"
-    period = f"{f.period}" if f.period != "custom" else f"{(f.since or '…')[:10]} to {(f.until or 'now')[:10]}"
+    period = f"{f.name}" if f.name != "custom" else f"{(f.since or '…')[:10]} to {(f.until or 'now')[:10]}"
     other = "dag" if stack == "team" else "team"
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>mlcost: Cost view</title>",

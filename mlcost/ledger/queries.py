@@ -188,12 +188,9 @@ def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
     """Per model: total $, retrains (distinct training runs: steps sharing a run key, or one step)
     and their $, inferences counted by inference steps (an ``inferences`` tag or context value) and
     their $. Steps refused at preflight are not runs: they cost $0 and never trained anything."""
-    f, r = figures, records
-    inferences = sa.cast(
-        sa.func.coalesce(json_text(conn, r.c.record, "tags", "inferences"),
-                         json_text(conn, r.c.record, "context", "inferences")),
-        sa.Float,
-    )  # fmt: skip
+    f = figures
+    counts = sa.func.coalesce(record_text(conn, "tags", "inferences"), record_text(conn, "context", "inferences"))
+    inferences = sa.case((f.c.workload == "inference", sa.cast(counts, sa.Float)))  # records of inference only
     training = sa.and_(f.c.workload == "training", sa.not_(refused()))
     counted_inference = sa.and_(f.c.workload == "inference", inferences > 0)
     stmt = (
@@ -207,7 +204,6 @@ def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
             sa.func.sum(sa.case((counted_inference, inferences))).label("inferences"),
             sa.func.sum(sa.case((counted_inference, f.c.total_usd))).label("inference_usd"),
         )
-        .select_from(f.outerjoin(r, r.c.step_id == f.c.step_id))
         .where(counted(), in_period(period), f.c.model.is_not(None))
         .group_by(f.c.model)
         .order_by(f.c.model)
@@ -216,22 +212,31 @@ def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
 
 
 # right-sizing ----------------------------------------------------------------------------------------
-def busy_devices(conn: sa.Connection, col: Any, idle_pct: float) -> Any:
-    """How many devices of a record's ``devices`` were busy: mean util at or above ``idle_pct``,
-    or no util signal at all (MIG on A100/A30: unknown is not idle)."""
+def record_text(conn: sa.Connection, *path: str) -> Any:
+    """The text at ``path`` in the row's JSON record, as a correlated subquery: an aggregation that
+    needs the record for a few rows (inference steps) does not join a million 2 KB records."""
+    r = records.alias("rec")
+    return sa.select(json_text(conn, r.c.record, *path)).where(r.c.step_id == figures.c.step_id).scalar_subquery()
+
+
+def busy_devices(conn: sa.Connection, idle_pct: float) -> Any:
+    """How many devices of the row's record were busy: mean util at or above ``idle_pct``, or no
+    util signal at all (MIG on A100/A30: unknown is not idle). A correlated subquery over the JSON
+    ``devices`` array (``json_each`` on SQLite, ``jsonb_array_elements`` on PostgreSQL)."""
+    r = records.alias("rec")
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import JSONB
 
-        d = sa.func.jsonb_array_elements(sa.func.jsonb_extract_path(sa.cast(col, JSONB), "devices"))
+        d = sa.func.jsonb_array_elements(sa.func.jsonb_extract_path(sa.cast(r.c.record, JSONB), "devices"))
         d = d.table_valued("value").alias("d")
         util = sa.cast(sa.func.jsonb_extract_path_text(d.c.value, "util_mean_pct"), sa.Float)
     else:
-        d = sa.func.json_each(col, "$.devices").table_valued("value").alias("d")
+        d = sa.func.json_each(r.c.record, "$.devices").table_valued("value").alias("d")
         util = sa.func.json_extract(d.c.value, "$.util_mean_pct")
     return (
         sa.select(sa.func.count())
-        .select_from(d)
-        .where(sa.or_(util.is_(None), util >= idle_pct))
+        .select_from(r.join(d, sa.true()))
+        .where(r.c.step_id == figures.c.step_id, sa.or_(util.is_(None), util >= idle_pct))
         .scalar_subquery()
     )
 
@@ -240,7 +245,7 @@ def rightsizing_groups(conn: sa.Connection, period: Period, idle_pct: float) -> 
     """Per recurring step (name, GPU type, GPU count) that ran: runs, $, peak memory, GPU-hour
     weighted util, host CPU, and ``busy``: the most devices any of its runs kept busy. Steps
     refused at preflight are not runs."""
-    f, r = figures, records
+    f = figures
     weighted = sa.func.sum(f.c.util_mean_pct * f.c.gpu_hours) / sa.func.nullif(
         sa.func.sum(sa.case((f.c.util_mean_pct.is_not(None), f.c.gpu_hours))), 0
     )
@@ -254,9 +259,8 @@ def rightsizing_groups(conn: sa.Connection, period: Period, idle_pct: float) -> 
             sa.func.max(f.c.mem_peak_gb).label("mem_peak_gb"),
             weighted.label("util_pct"),
             sa.func.avg(f.c.host_cpu_mean_pct).label("host_cpu_pct"),
-            sa.func.max(busy_devices(conn, r.c.record, idle_pct)).label("busy"),
+            sa.func.max(sa.case((f.c.gpus > 1, busy_devices(conn, idle_pct)))).label("busy"),  # only multi-GPU
         )
-        .select_from(f.outerjoin(r, r.c.step_id == f.c.step_id))
         .where(counted(), in_period(period), f.c.gpu_type.is_not(None), f.c.gpus > 0, sa.not_(refused()))
         .group_by(f.c.name, f.c.gpu_type, f.c.gpus)
         .order_by(sa.desc("cost_usd"), f.c.name)

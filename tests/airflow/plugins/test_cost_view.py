@@ -24,7 +24,7 @@ def _step(step_id: str, dag: str | None, task: str, team: str, model: str, total
         total_usd=total,
         idle_usd=idle,
         gpus=1,
-        gpu_hours=1.0,
+        gpu_hours=kw.pop("gpu_hours", 1.0),
         **kw,
     )
 
@@ -36,8 +36,18 @@ def three_dags():
     ledger.write(_step("s2", "d1", "eval", "search", "ranker", 2.0, 0.0))
     ledger.write(_step("s3", "d2", "train", "ads", "ctr", 4.0, 3.0))
     ledger.write(_step("s4", None, "kfp-train", "ads", "ctr", 1.0, 0.5))
-    ledger.write(_step("s5", "d2", "train", "ads", "ctr", 0.0, 0.0, status="breached"))
+    ledger.write(_step("s5", "d2", "train", "ads", "ctr", 0.0, 0.0, status="breached", gpu_hours=0.0))
+    ledger.write(_step("s6", "d2", "train", "ads", "ctr", 0.0, 0.0, status="running"))
+    kill_without_a_trace(ledger, "s6")
     return ledger
+
+
+def kill_without_a_trace(ledger: Ledger, step_id: str) -> None:
+    """What SIGKILL leaves: a running row whose heartbeat stopped long ago (so it reads as lost)."""
+    import sqlite3
+
+    with sqlite3.connect(ledger.path) as conn:
+        conn.execute("UPDATE step_figures SET heartbeat_at = '2025-01-06T00:00:00+00:00' WHERE step_id = ?", (step_id,))
 
 
 ALL = {"period": "all"}
@@ -84,7 +94,8 @@ def test_groups_totals_and_idle_share_are_exact(client, token, three_dags):
     custom = {"since": "2025-01-02", "until": "2025-01-04"}
     assert client.get("/mlcost/api/totals", params=custom, headers=h).json()["totals"]["total_usd"] == 6.0
     totals = client.get("/mlcost/api/totals", params=ALL, headers=h).json()["totals"]
-    assert totals["total_usd"] == 17.0 and totals["refused_steps"] == 1 and totals["steps"] == 5
+    assert totals["total_usd"] == 17.0 and totals["refused_steps"] == 1 and totals["steps"] == 6
+    assert totals["lost_steps"] == 1
     daily = client.get("/mlcost/api/daily", params={**ALL, "by": "dag"}, headers=h).json()
     assert daily["days"][:5] == [f"2025-01-0{i}" for i in range(1, 6)]
     assert {s["key"]: s["usd"][:5] for s in daily["series"]} == {
@@ -96,8 +107,11 @@ def test_groups_totals_and_idle_share_are_exact(client, token, three_dags):
     assert [s["step_id"] for s in top] == ["s3", "s1", "s4"]
     s1 = next(s for s in top if s["step_id"] == "s1")
     assert s1["links"]["airflow"] == "/dags/d1/runs/r1/tasks/train" and "mlflow" not in s1["links"]
-    (refused,) = client.get("/mlcost/api/flagged", params=ALL, headers=h).json()["steps"]
-    assert refused["step_id"] == "s5" and refused["flag"] == "refused"
+    flagged = client.get("/mlcost/api/flagged", params=ALL, headers=h).json()["steps"]
+    assert [(s["step_id"], s["flag"], s["status"]) for s in flagged] == [
+        ("s6", "lost", "lost"),
+        ("s5", "refused", "breached"),
+    ]
     assert client.get("/mlcost/api/runs", params=ALL, headers=h).json()["runs"][0]["run_key"] == "airflow:d2/r1"
 
 
@@ -108,6 +122,7 @@ def test_bad_filters_are_a_400_that_names_the_value(client, token, three_dags):
         ({"period": "1y"}, "period"),
         ({"since": "yesterday"}, "since"),
         ({"period": "custom"}, "custom"),
+        ({"since": "2025-01-05", "until": "2025-01-01"}, "until"),
     ):
         r = client.get("/mlcost/api/costs", params=params, headers=h)
         assert r.status_code == 400 and word in r.json()["detail"], r.text

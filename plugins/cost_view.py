@@ -11,6 +11,7 @@ who the user is and which DAGs they may read (``plugins/auth.py``); the queries
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from mlcost.errors import ConfigError
 from mlcost.ledger import cost_view as q
+
+log = logging.getLogger(__name__)
 
 API_DESCRIPTION = """GPU cost from the mlcost ledger, by DAG, task, team and model, for the user's
 readable DAGs only. Authenticate as for Airflow's own REST API: a Bearer token from `POST /auth/token`,
@@ -145,6 +148,28 @@ class RunsOut(BaseModel):
     runs: list[RunRow]
 
 
+class Window(BaseModel):
+    name: str
+    scope: dict[str, str] = Field(description="team / project / model / workload; empty: everyone")
+    period: str = Field(description="day, week or month (calendar, UTC)")
+    period_start: str
+    period_end: str
+    spent_usd: float
+    limit_usd: float
+    share_pct: float | None
+    forecast_usd: float = Field(description="spend by the period's end at the rate so far")
+    state: str = Field(description="ok, warned or spent")
+    warn_at_pct: list[float]
+    stop_running: bool
+
+
+class WindowsOut(BaseModel):
+    windows: list[Window] = Field(
+        description="empty when the policy has none, or for a user who may not read every DAG "
+        "(a window's scope is a team, project, model or workload, whose spend crosses DAGs)"
+    )
+
+
 class Health(BaseModel):
     status: str
 
@@ -190,18 +215,15 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     from mlcost.plugins.version_compat import get_auth_manager
 
     # OpenAPI at /openapi.json; no /docs page, since FastAPI's Swagger UI loads from a CDN (air-gapped Airflows).
-    app = FastAPI(
-        title="mlcost Cost view", version="1", description=API_DESCRIPTION, docs_url=None, redoc_url=None
-    )
+    app = FastAPI(title="mlcost Cost view", version="1", description=API_DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.auth_manager = get_auth_manager()  # what Airflow's security dependencies read
     books: dict[str, Any] = {}
     empty: list[Engine] = []
 
-    @contextmanager
-    def reading() -> Iterator[Connection]:
-        """A read-only connection to the ledger (the shared one when ``MLCOST_LEDGER`` is a URL),
-        opened once and checked (:func:`mlcost.ledger.book.open_ledger`). A file no step has written
-        yet (the API server starts before the first step) reads as an empty ledger, not an error."""
+    def opened() -> Any:
+        """The ledger opened read-only and checked once (:func:`mlcost.ledger.book.open_ledger`;
+        the shared one when ``MLCOST_LEDGER`` is a URL), or None for a file no step has written
+        yet: the API server starts before the first step, and that is an empty view, not an error."""
         from mlcost.ledger.book import open_ledger
         from mlcost.ledger.target import resolve
 
@@ -210,12 +232,27 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
         if book is None:
             target = resolve(spec)
             if target.path is not None and not target.path.exists():
-                with empty_ledger().connect() as conn:
-                    yield conn
-                return
+                return None
             book = books[str(spec)] = open_ledger(spec)
-        with book.store.connect() as conn:
+        return book
+
+    @contextmanager
+    def reading() -> Iterator[Connection]:
+        book = opened()
+        with book.store.connect() if book is not None else empty_ledger().connect() as conn:
             yield conn
+
+    def windows(scope: q.DagScope) -> list[dict[str, Any]]:
+        """Budget windows of the policy (``MLCOST_POLICY``, else ./mlcost.toml, ...) and their burn."""
+        from mlcost.policy import Policy
+
+        try:
+            policy = Policy.load()
+        except ConfigError as e:  # the view still shows spend; the policy's owner sees why not windows
+            log.warning("mlcost: the Cost view shows no budget windows: %s", e)
+            return []
+        book = opened()
+        return q.budget_window_burn(book.store if book is not None else None, scope, policy)
 
     def empty_ledger() -> Engine:
         if not empty:
@@ -248,7 +285,9 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
         if stack not in ("team", "dag"):
             stack = "team"
         with reading() as conn:
-            return render_page(conn, f, stack=stack, link=lambda r: step_links(r, airflow_root(request)))
+            return render_page(
+                conn, f, stack=stack, link=lambda r: step_links(r, airflow_root(request)), windows=windows(f.scope)
+            )
 
     @app.exception_handler(HTTPException)
     async def to_login(request: Request, exc: HTTPException) -> Any:
@@ -301,6 +340,14 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     def api_runs(f: FiltersDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
         with reading() as conn:
             return {"filters": _period(f), "runs": q.dag_runs(conn, f, limit=limit)}
+
+    @app.get(
+        "/api/budget-windows",
+        response_model=WindowsOut,
+        summary="The policy's budget windows and their spend this period (users who may read every DAG)",
+    )
+    def api_windows(scope: DagScopeDep) -> dict:
+        return {"windows": windows(scope)}
 
     @app.get("/health", response_model=Health, summary="Liveness: the view can read its ledger")
     def health() -> dict:

@@ -26,7 +26,7 @@ form{display:flex;gap:.6rem;flex-wrap:wrap;align-items:end;margin:.6rem 0;paddin
 form label{display:flex;flex-direction:column;font-size:.8rem;color:#57606a}
 .cards{display:flex;gap:.8rem;flex-wrap:wrap}.card{border:1px solid #d0d7de;border-radius:6px;padding:.5rem .8rem}
 .card b{display:block;font-size:1.25rem}.muted,.axis{fill:#57606a;color:#57606a;font-size:11px}
-.grid{stroke:#d0d7de}.track{fill:#f0f2f4}.row{display:flex;gap:2rem;flex-wrap:wrap}
+.grid{stroke:#d0d7de}.forecast{stroke:#1b1f24;stroke-width:2}.track{fill:#f0f2f4}.row{display:flex;gap:2rem;flex-wrap:wrap}
 .sim{background:#fff8c5;border:1px solid #d4a72c;padding:.4rem .7rem;border-radius:6px}
 .flag{font-weight:600;color:#d62728}.flag.lost{color:#7f3fbf}
 .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.3rem 1rem;font-size:.85rem}
@@ -138,20 +138,29 @@ def _steps_table(rows: Sequence[dict[str, Any]], link: Link, *, table_id: str) -
 
 
 def _windows(rows: Sequence[dict[str, Any]]) -> str:
-    """Budget windows and their burn: nothing at all until the policy has windows."""
+    """Budget windows and their burn: nothing at all while the policy has none (or the user may
+    not read every DAG; see :func:`mlcost.ledger.cost_view.budget_window_burn`)."""
     if not rows:
         return ""
     body = "".join(
-        f"<tr><td>{escape(str(w['scope']))}</td><td>{escape(str(w['period']))}</td>"
-        f"<td class=n>{charts.money(w['spent_usd'])}</td><td class=n>{charts.money(w['usd'])}</td>"
-        f"<td class=n>{w['burn']:.0%}</td></tr>"
+        f"<tr><td>{escape(str(w['name']))}</td><td>{escape(str(w['period']))} from "
+        f"{escape(str(w['period_start'])[:10])}</td><td class=n>{charts.money(w['spent_usd'])}</td>"
+        f"<td class=n>{charts.money(w['limit_usd'])}</td><td class=n>{charts.money(w['forecast_usd'])}</td>"
+        f"<td>{escape(str(w['state']))}</td></tr>"
         for w in rows
     )
-    head = "<tr><th>scope</th><th>window</th><th>spent</th><th>budget</th><th>burn</th></tr>"
-    return f'<h2>Budget windows</h2><table id="budget-windows">{head}{body}</table>'
+    head = "<tr><th>window</th><th>period</th><th>spent</th><th>limit</th><th>forecast</th><th>state</th></tr>"
+    return "<h2>Budget windows</h2>" + charts.burn_bars(rows) + f'<table id="budget-windows">{head}{body}</table>'
 
 
-def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Link = lambda r: {}) -> str:
+def render_page(
+    conn: Connection,
+    f: q.Filters,
+    *,
+    stack: str = "team",
+    link: Link = lambda r: {},
+    windows: Sequence[dict[str, Any]] = (),
+) -> str:
     """The whole page for one user's :class:`Filters` (their DAG scope included)."""
     cells = q.overview(conn, f)  # one scan: totals, by DAG, by team and both stacked charts
     (totals,) = q.fold(cells, None)
@@ -167,7 +176,6 @@ def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Li
     top_cost = q.top_steps(conn, f, order="total", limit=10)
     top_idle = q.top_steps(conn, f, order="idle", limit=10)
     flagged = q.flagged_steps(conn, f, limit=20)
-    windows = q.budget_window_burn(conn, f)
     scope = "every DAG" if f.scope.all_dags else f"the {len(f.scope.dag_ids)} DAG(s) you may read"
     period = f"{f.name}" if f.name != "custom" else f"{(f.since or '…')[:10]} to {(f.until or 'now')[:10]}"
     other = "dag" if stack == "team" else "team"

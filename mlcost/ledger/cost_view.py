@@ -160,9 +160,7 @@ def _sums() -> list[ColumnElement]:
         func.count().label("steps"),
         func.count(func.distinct(STEPS.c.run_key)).label("runs"),
         func.sum(case((STEPS.c.source == "meter", 1), else_=0)).label("metered_steps"),
-        func.sum(case((queries.status_of().in_(queries.FAILED_STATUSES), 1), else_=0)).label(
-            "failed_steps"
-        ),
+        func.sum(case((queries.status_of().in_(queries.FAILED_STATUSES), 1), else_=0)).label("failed_steps"),
         func.sum(case((REFUSED, 1), else_=0)).label("refused_steps"),
         func.sum(case((_lost(), 1), else_=0)).label("lost_steps"),
         func.max(func.coalesce(STEPS.c.simulated, 0)).label("simulated"),
@@ -435,11 +433,24 @@ def dag_runs(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict[str,
     return [{**r, "total_usd": float(r["total_usd"] or 0), "idle_usd": float(r["idle_usd"] or 0)} for r in rows]
 
 
-def budget_window_burn(conn: Connection, f: Filters, policy: Any = None) -> list[dict[str, Any]]:
-    """Hook for the budget-windows feature (``[[budgets.windows]]``, built by another issue): one
-    ``{scope, period, usd, spent_usd, burn}`` per window of the policy. Shows nothing, and runs no
-    query, while the policy has no windows."""
+def budget_window_burn(store: Any, scope: DagScope, policy: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The policy's budget windows (``[[budgets.windows]]``) with their spend this calendar period,
+    as ``mlcost budgets`` computes them (:func:`mlcost.windows.window_status`, so both agree to the
+    cent). Only for a user who may read every DAG: a window's scope is a team, project, model or
+    workload, whose spend crosses DAGs. Empty, and no query, while the policy has no windows.
+    ``store`` is None for a ledger no step has written yet (every window at $0)."""
     windows = getattr(getattr(policy, "budgets", None), "windows", None) or []
-    if not windows:
+    if not windows or not scope.all_dags:
         return []
-    return []  # the windows feature fills this in, with the same Filters as every other query
+    from mlcost.windows import WindowStatus, period_bounds, window_status
+
+    now = now or datetime.now(timezone.utc)
+    out = []
+    for w in windows:
+        if store is None:
+            start, end = period_bounds(w.period, now)
+            status = WindowStatus(w, start, end, 0.0, now)
+        else:
+            status = window_status(store, w, now)
+        out.append(status.to_json())
+    return out

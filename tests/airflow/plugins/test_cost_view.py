@@ -185,3 +185,39 @@ def test_cost_view_shows_the_demo_run(airflow_db, simulated_gpu, client, token):
 def test_the_plugin_mounts_a_lazy_app():
     app = LazyApp()
     assert app._app is None  # FastAPI is built on the first request, in the API server only
+
+
+def test_budget_windows_and_their_burn_for_users_who_read_every_dag(client, token, tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).isoformat()
+    ledger = Ledger()
+    ledger.write(_step("w1", "d1", "train", "search", "ranker", 30.0, 1.0).model_copy(update={"started_at": now}))
+    policy = tmp_path / "mlcost.toml"
+    policy.write_text('[[budgets.windows]]\nteam = "search"\nperiod = "month"\nusd = 40\nwarn_at_pct = [50]\n')
+    monkeypatch.setenv("MLCOST_POLICY", str(policy))
+    (window,) = client.get("/mlcost/api/budget-windows", headers=token("admin")).json()["windows"]
+    assert (window["name"], window["spent_usd"], window["limit_usd"], window["state"]) == (
+        "search-monthly",
+        30.0,
+        40,
+        "warned",
+    )
+    page = client.get("/mlcost/", headers=token("admin")).text
+    assert 'data-chart="budget-windows"' in page and "search-monthly" in page
+    # a user who may not read every DAG would learn other DAGs' spend from a team's window
+    assert client.get("/mlcost/api/budget-windows", headers=token(None)).json()["windows"] == []
+    assert "Budget windows" not in client.get("/mlcost/", headers=token(None)).text
+
+
+def test_no_windows_in_the_policy_shows_no_budget_section(client, token, three_dags):
+    assert client.get("/mlcost/api/budget-windows", headers=token()).json()["windows"] == []
+    assert "Budget windows" not in client.get("/mlcost/", params=ALL, headers=token()).text
+
+
+def test_a_ledger_no_step_has_written_yet_is_an_empty_view(client, token, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCOST_LEDGER", str(tmp_path / "not-yet" / "ledger.db"))
+    assert client.get("/mlcost/api/totals", headers=token()).json()["totals"]["steps"] == 0
+    assert client.get("/mlcost/", headers=token()).status_code == 200
+    assert client.get("/mlcost/health").json() == {"status": "ok"}
+    assert not (tmp_path / "not-yet").exists()  # the view reads; it never creates a ledger

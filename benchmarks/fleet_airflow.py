@@ -167,6 +167,7 @@ def main() -> int:
         size1, steps1 = ledger_bytes(db)
     finally:
         dep.stop()
+        print(f"deployment stopped, nothing left running: {json.dumps(dep.timings)}", flush=True)
 
     plain_extra = [x for r in results["plain"] for x in r["extra"]]
     metered_extra = [x for r in results["metered"] for x in r["extra"]]

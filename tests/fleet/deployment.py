@@ -387,10 +387,12 @@ class Deployment:
             self.procs.stop_many([p for p in airflow if p is not None and p in self.procs.procs])
         except Exception as e:
             errors.append(f"airflow: {e}")
+        self.timings["stop airflow"] = round(time.monotonic() - t0, 2)
         try:
             self.procs.stop_all()  # mlflow, redis, anything else
         except Exception as e:
             errors.append(str(e))
+        self.timings["stop mlflow+redis"] = round(time.monotonic() - t0, 2)
         if self.pg is not None:
             self.pg.close()  # pg_ctl stop, then the data folder removed
             if self.pg_pid is not None and _pid_running(self.pg_pid):

@@ -331,7 +331,12 @@ class Deployment:
         }
 
     def worker_env(self, w: Worker) -> dict[str, str]:
-        return {**self.airflow_env(w.home, w.airflow_home, w.airflow_home / "dags"), "MLCOST_FLEET_WORKER": w.name}
+        return {
+            **self.airflow_env(w.home, w.airflow_home, w.airflow_home / "dags"),
+            # the meter's imports once per worker, not once per task (docs/deploy.md)
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "mlcost.operators.celery_worker.CELERY_CONFIG",
+            "MLCOST_FLEET_WORKER": w.name,
+        }
 
     # the REST API ------------------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:

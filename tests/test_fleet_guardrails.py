@@ -292,3 +292,17 @@ def test_the_gate_judges_a_jobs_total_not_each_node(tmp_path):
     rows = list(csv.DictReader(out.open()))
     gpu_rows = [r for r in rows if r["ServiceName"] == "GPU Compute"]
     assert sorted((r["x_JobId"], r["x_NodeRank"]) for r in gpu_rows) == [("ft-7", "0"), ("ft-7", "1")]
+
+
+def test_a_jobs_nodes_are_one_retrain_in_unit_economics(tmp_path):
+    from mlcost.ledger import Ledger
+    from mlcost.period import Period
+    from mlcost.reports.analysis import unit_economics
+
+    ledger = Ledger(tmp_path / "l.db")
+    for rank in (0, 1):
+        ledger.write(
+            _node_row(f"n{rank}", rank, 30.0).model_copy(update={"tags": {"model": "m", "workload": "training"}})
+        )
+    (row,) = unit_economics(ledger, Period()).to_dict("records")
+    assert (row["model"], row["retrains"], row["total_usd"]) == ("m", 1, 60.0)

@@ -146,6 +146,14 @@ def total_usd(conn: sa.Connection, period: Period) -> float:
     return float(conn.execute(stmt).scalar_one())
 
 
+def simulated_steps(conn: sa.Connection, period: Period) -> tuple[int, int]:
+    """(steps, of them metered on a simulated GPU) in the period: reports label simulated figures."""
+    f = figures
+    stmt = sa.select(sa.func.count(), _sum0(f.c.simulated)).where(counted(), in_period(period))
+    n, sim = conn.execute(stmt).one()
+    return int(n or 0), int(sim or 0)
+
+
 def idle_waste(conn: sa.Connection, period: Period, by: str = "team") -> list[dict[str, Any]]:
     """Idle GPU-hours and idle $ per dimension, or per step ``name``."""
     _check_dims([by], (*DIMENSIONS, "name"))

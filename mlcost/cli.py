@@ -36,6 +36,9 @@ def _sync(args: argparse.Namespace) -> int:
     from mlcost.sync import sync
 
     ledger = Ledger(args.ledger)
+    if not ledger.path.exists() and ledger.shared:  # the outbox is made by this machine's first step
+        Console().print(f"Nothing to sync: no step has run on this machine yet (no outbox at {ledger.path}).")
+        return ExitStatus.OK
     if not ledger.path.exists():
         Console(stderr=True).print(f"[red]no ledger at {ledger.path}[/red] (set MLCOST_LEDGER or --ledger)")
         return ExitStatus.BAD_INPUT

@@ -283,3 +283,37 @@ def test_bad_windows_and_webhooks_name_the_field(tmp_path, toml, field):
     cli = subprocess.run([sys.executable, "-m", "mlcost.cli", "budgets", "--policy", str(path)],
                          capture_output=True, text=True)  # fmt: skip
     assert cli.returncode == 2 and field in cli.stderr and "Traceback" not in cli.stderr
+
+
+# the job as one in the gate and in FOCUS -------------------------------------------------------
+def _node_row(step_id: str, rank: int, usd: float, **kw):
+    from mlcost.step import StepCost
+
+    return StepCost(step_id=step_id, name="train", status="succeeded", started_at="2026-11-02T10:00:00+00:00",
+                    ended_at="2026-11-02T11:00:00+00:00", duration_s=3600.0, gpus=4, gpu_type="H100",
+                    gpu_hours=4.0, compute_usd=usd, total_usd=usd, gpu_hour_usd=usd / 4, job_id="ft-7",
+                    node_rank=rank, nodes=2, tags={"team": "search"}, **kw)  # fmt: skip
+
+
+def test_the_gate_judges_a_jobs_total_not_each_node(tmp_path):
+    from mlcost.ledger import Ledger
+
+    ledger = tmp_path / "l.db"
+    for rank in (0, 1):
+        Ledger(ledger).write(_node_row(f"n{rank}", rank, 30.0))
+    policy = tmp_path / "p.toml"
+    policy.write_text("[budgets]\njob_usd = 50\n")  # each node's $30 is within it; the job's $60 is not
+    gate = subprocess.run([sys.executable, "-m", "mlcost.cli", "gate", "--ledger", str(ledger), "--policy",
+                           str(policy)], capture_output=True, text=True)  # fmt: skip
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert "budgets.job_usd" in gate.stdout and "60.00" in gate.stdout
+
+    out = tmp_path / "focus.csv"
+    export = subprocess.run([sys.executable, "-m", "mlcost.cli", "export", "--focus", "--ledger", str(ledger),
+                             "--output", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    gpu_rows = [r for r in rows if r["ServiceName"] == "GPU Compute"]
+    assert sorted((r["x_JobId"], r["x_NodeRank"]) for r in gpu_rows) == [("ft-7", "0"), ("ft-7", "1")]

@@ -330,7 +330,15 @@ def _emit(result: Any, args: argparse.Namespace) -> None:
     if args.format == "json":
         print(to_json(result))
         return
-    print(markdown, end="")
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal:  # a person at a terminal: tables that fit it; a pipe or CI log gets Markdown
+        from mlcost.gate.render import to_terminal
+
+        to_terminal(result, console)
+    else:
+        print(markdown, end="")
     tip = hint(result)
     if tip:
         print(tip, file=sys.stderr)

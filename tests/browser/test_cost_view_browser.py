@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+# the first test also pays for the session's Airflow home and api-server (about a minute, more on a busy machine)
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture
 def page(browser):

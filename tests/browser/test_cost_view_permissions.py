@@ -7,6 +7,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+# the first test also pays for the session's Airflow home and api-server (about a minute, more on a busy machine)
+pytestmark = pytest.mark.timeout(900)
+
 ENDPOINTS = ("api/totals", "api/costs", "api/daily", "api/top-steps", "api/flagged", "api/runs")
 OTHERS = ("team_b_train", "(no DAG)", "embed")
 

@@ -52,13 +52,13 @@ def chart_figures(root) -> dict:
     )
 
 
-def test_anonymous_browser_is_refused(fab_server, page):
+def test_anonymous_browser_is_refused(page, fab_server):
     page.goto(f"{fab_server.url}/mlcost/")
     assert "/auth/login" in page.url and page.locator("input[name=password]").count() == 1
     assert page.request.get(f"{fab_server.url}/mlcost/api/totals").status == 401
 
 
-def test_admin_finds_the_cost_view_in_the_navigation_and_its_charts_match_the_api(fab_server, page, screenshots):
+def test_admin_finds_the_cost_view_in_the_navigation_and_its_charts_match_the_api(page, fab_server, screenshots):
     login(page, fab_server, "admin")
     page.goto(f"{fab_server.url}/")
     page.get_by_role("button", name="Browse").click()
@@ -92,7 +92,7 @@ def test_admin_finds_the_cost_view_in_the_navigation_and_its_charts_match_the_ap
     assert page.errors == []
 
 
-def test_a_user_limited_to_one_dag_sees_only_that_dags_spend(fab_server, page, screenshots):
+def test_a_user_limited_to_one_dag_sees_only_that_dags_spend(page, fab_server, screenshots):
     login(page, fab_server, "alice")
     page.goto(f"{fab_server.url}/")
     page.get_by_role("button", name="Browse").click()

@@ -3,7 +3,7 @@ SQLite and PostgreSQL (SQLAlchemy Core).
 
 Readers (reports, FOCUS export, GX validation, ``gate --ledger``, the pipeline gate's history,
 ``BudgetGateOperator``) call these functions and never write SQL of their own; the Cost view's own
-aggregations (``plugins/cost_queries.py``) are built from this module's period filter, effective
+aggregations (:mod:`mlcost.ledger.cost_view`) are built from this module's period filter, effective
 status and refusal rule.
 Aggregations are ``GROUP BY`` in the database: a report over a million steps moves a few rows to
 Python, not a million. The only wide read is the anomaly scan, which needs every step's figures for

@@ -134,7 +134,7 @@ def test_the_cost_view_reads_the_period_as_every_reader_does(book):
     assert total(since="2026-01-10T01:00:00+01:00") == total(since="2026-01-10") == pytest.approx(1.0)
     assert total(since="2026-01-01", until="2026-01-10") == pytest.approx(114.0)  # with the live step
     for bad in ({"since": "garbage"}, {"until": "3000000d"}, {"since": "2026-01-02", "until": "2026-01-01"}):
-        with pytest.raises(ConfigError, match=r"^(since|until): "):  # the routes answer 400
+        with pytest.raises(ConfigError, match=r"^(since|until): "):  # a ValueError: the routes answer 400
             view.period_filters(view.EVERYTHING, **bad)
 
 
@@ -146,3 +146,14 @@ def test_the_gate_counts_and_names_a_lost_step(book, ledger_spec, tmp_path, caps
     out = capsys.readouterr().out
     assert rc == 1  # both the sealed $10 step and the lost $4 one are over $3
     assert "1 lost step" in out and "train (dead)" in out and "total $14.00)" in out
+
+
+def test_a_bound_on_the_second_includes_rows_stored_with_or_without_microseconds(ledger_spec):
+    ledger = Ledger(ledger_spec)
+    ledger.write(_step("plain", 1.0, started="2026-02-01T00:00:00+00:00"))
+    ledger.write(_step("micro", 2.0, started="2026-02-01T00:00:00.000000+00:00"))
+    ledger.write(_step("later", 4.0, started="2026-02-01T00:00:00.000001+00:00"))
+    with q.reading(ledger_spec) as conn:
+        assert q.total_usd(conn, Period("2026-02-01")) == pytest.approx(7.0)  # since is inclusive
+        assert q.total_usd(conn, Period(None, "2026-02-01")) == 0  # until is exclusive
+        assert q.total_usd(conn, Period(None, "2026-02-01T00:00:00.000001+00:00")) == pytest.approx(3.0)

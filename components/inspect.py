@@ -794,7 +794,8 @@ def _metered_config(executor: Mapping[str, Any]) -> dict[str, Any]:
             try:
                 call = ast.parse(match.group(1), mode="eval").body
                 config = ast.literal_eval(call.args[1])  # type: ignore[attr-defined]
-            except (SyntaxError, ValueError, IndexError, AttributeError):
+            except (SyntaxError, ValueError, IndexError, AttributeError, RecursionError, MemoryError):
+                # a hand-edited command: no meter config; the parser gives up on deep nesting with these
                 continue
             if isinstance(config, dict):
                 return config

@@ -13,9 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -153,29 +151,6 @@ def test_a_job_budget_stops_every_node_on_the_jobs_total(tmp_path, backend, requ
 
 # windows and alerts ----------------------------------------------------------------------------
 @pytest.fixture
-def webhook():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secret", received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
 def warm_ledger():
     """The test's ledger made before its steps: creating a ledger's schema is part of the first
     step's start, which the step is billed for, and these tests compare step costs."""
@@ -200,7 +175,7 @@ def _kinds(received):
 def test_a_team_window_warns_at_80pct_alerts_at_its_limit_and_then_refuses_only_that_team(
     tmp_path, webhook, monkeypatch, simulated_gpu, warm_ledger
 ):
-    url, received = webhook
+    url, received, _ = webhook
     policy = tmp_path / "mlcost.toml"
     policy.write_text(textwrap.dedent(f"""
         [[budgets.windows]]
@@ -242,7 +217,7 @@ def test_a_team_window_warns_at_80pct_alerts_at_its_limit_and_then_refuses_only_
 
 
 def test_a_spike_alerts_once_and_ordinary_variation_never(tmp_path, webhook, monkeypatch, simulated_gpu, warm_ledger):
-    url, received = webhook
+    url, received, _ = webhook
     policy = tmp_path / "mlcost.toml"
     policy.write_text(f'[alerts]\nwebhooks = ["{url}"]\n')
     monkeypatch.setenv("MLCOST_POLICY", str(policy))
@@ -283,3 +258,51 @@ def test_bad_windows_and_webhooks_name_the_field(tmp_path, toml, field):
     cli = subprocess.run([sys.executable, "-m", "mlcost.cli", "budgets", "--policy", str(path)],
                          capture_output=True, text=True)  # fmt: skip
     assert cli.returncode == 2 and field in cli.stderr and "Traceback" not in cli.stderr
+
+
+# the job as one in the gate and in FOCUS -------------------------------------------------------
+def _node_row(step_id: str, rank: int, usd: float, **kw):
+    from mlcost.step import StepCost
+
+    return StepCost(step_id=step_id, name="train", status="succeeded", started_at="2026-11-02T10:00:00+00:00",
+                    ended_at="2026-11-02T11:00:00+00:00", duration_s=3600.0, gpus=4, gpu_type="H100",
+                    gpu_hours=4.0, compute_usd=usd, total_usd=usd, gpu_hour_usd=usd / 4, job_id="ft-7",
+                    node_rank=rank, nodes=2, tags={"team": "search"}, **kw)  # fmt: skip
+
+
+def test_the_gate_judges_a_jobs_total_not_each_node(tmp_path):
+    from mlcost.ledger import Ledger
+
+    ledger = tmp_path / "l.db"
+    for rank in (0, 1):
+        Ledger(ledger).write(_node_row(f"n{rank}", rank, 30.0))
+    policy = tmp_path / "p.toml"
+    policy.write_text("[budgets]\njob_usd = 50\n")  # each node's $30 is within it; the job's $60 is not
+    gate = subprocess.run([sys.executable, "-m", "mlcost.cli", "gate", "--ledger", str(ledger), "--policy",
+                           str(policy)], capture_output=True, text=True)  # fmt: skip
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert "budgets.job_usd" in gate.stdout and "60.00" in gate.stdout
+
+    out = tmp_path / "focus.csv"
+    export = subprocess.run([sys.executable, "-m", "mlcost.cli", "export", "--focus", "--ledger", str(ledger),
+                             "--output", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    gpu_rows = [r for r in rows if r["ServiceName"] == "GPU Compute"]
+    assert sorted((r["x_JobId"], r["x_NodeRank"]) for r in gpu_rows) == [("ft-7", "0"), ("ft-7", "1")]
+
+
+def test_a_jobs_nodes_are_one_retrain_in_unit_economics(tmp_path):
+    from mlcost.ledger import Ledger
+    from mlcost.period import Period
+    from mlcost.reports.analysis import unit_economics
+
+    ledger = Ledger(tmp_path / "l.db")
+    for rank in (0, 1):
+        ledger.write(
+            _node_row(f"n{rank}", rank, 30.0).model_copy(update={"tags": {"model": "m", "workload": "training"}})
+        )
+    (row,) = unit_economics(ledger, Period()).to_dict("records")
+    assert (row["model"], row["retrains"], row["total_usd"]) == ("m", 1, 60.0)

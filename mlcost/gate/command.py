@@ -157,6 +157,12 @@ def gate(args: argparse.Namespace) -> Any:
     else:
         result = evaluate(policy, runs, baseline)
     result.sources = sources
+    lost = [r for r in runs if r.status == "lost"]
+    if lost:  # counted like any step (money spent is spent), and said: they may be still-running work
+        result.notes.append(
+            f"{len(lost)} lost step{'s' * (len(lost) != 1)} (no heartbeat for the lost limit: killed, or its "
+            f"node gone) counted with the cost of the last checkpoint: {', '.join(r.label for r in lost[:10])}"
+        )
     history, history_off = (None, "") if not args.pipeline else pipeline_history(args, experiments, tracking_uri)
     for path in args.pipeline:
         projection, findings = check_pipeline_file(path, policy, history=history, history_off=history_off)
@@ -324,7 +330,15 @@ def _emit(result: Any, args: argparse.Namespace) -> None:
     if args.format == "json":
         print(to_json(result))
         return
-    print(markdown, end="")
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal:  # a person at a terminal: tables that fit it; a pipe or CI log gets Markdown
+        from mlcost.gate.render import to_terminal
+
+        to_terminal(result, console)
+    else:
+        print(markdown, end="")
     tip = hint(result)
     if tip:
         print(tip, file=sys.stderr)

@@ -118,7 +118,9 @@ class Ledger:
             from mlcost.ledger.store import Store
 
             t = self.target if not self.target.shared else targets.resolve(self.path, field_name=targets.ENV_OUTBOX)
-            self._local = Store(t, readonly=self.readonly)
+            # an outbox commits without an fsync: what reached the shared database is durable there,
+            # and what did not is made durable here when its delivery fails (see _deliver)
+            self._local = Store(t, readonly=self.readonly, durable=not self.target.shared)
         return self._local
 
     @property
@@ -157,8 +159,15 @@ class Ledger:
         row, record = figures_row(step, now_iso())
         blob = zlib.compress(json.dumps(series, separators=(",", ":")).encode()) if series else None
         written = self.local.upsert(row, record, blob)
-        if self.remote is not None and written:
-            self._deliver(row, record, blob)
+        if self.remote is not None and written and not self._deliver(row, record, blob):
+            self._make_durable(row, record, blob)
+
+    def _make_durable(self, row: dict[str, Any], record: str, blob: bytes | None) -> None:
+        """The same row again through a synchronous=FULL connection: its commit fsyncs the WAL,
+        and with it every earlier commit of the outbox."""
+        from mlcost.ledger.store import Store
+
+        Store(self.local.target, durable=True).upsert(row, record, blob)
 
     def _deliver(self, row: dict[str, Any], record: str, blob: bytes | None) -> bool:
         """Write one row to the shared ledger within the wait; True when it got there."""

@@ -110,7 +110,8 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     from mlcost.reports import analysis as a
     from mlcost.reports.render import Report, bar_png, frame_section, num, pct, recommendations_section, usd
 
-    report = Report("mlcost FinOps report", f"Ledger {ledger.where}, steps started {period.label()}.")
+    report = Report("mlcost FinOps report", f"Ledger {ledger.where}, steps started {period.label()}."
+                    + simulated_note(ledger, period))  # fmt: skip
     for dim in by:
         df = a.chargeback(ledger, period, by=(dim,))
         report.data[f"chargeback_{dim}"] = df
@@ -182,6 +183,17 @@ def _lost_note(lost: int) -> str:
         return ""
     return (f"{lost} lost step{'s' * (lost != 1)} (died without a final record: no heartbeat for "
             "the lost limit) counted with the usage of their last checkpoint.")  # fmt: skip
+
+
+def simulated_note(ledger: Any, period: Any) -> str:
+    """Says so when steps of the period ran on the simulated GPU: their usage is not a real GPU's."""
+    where, args = period.where()
+    (row,) = ledger.rows(f"SELECT COUNT(*) AS n, SUM(simulated) AS sim FROM step_figures {where}", tuple(args))
+    n, sim = int(row["n"] or 0), int(row["sim"] or 0)
+    if not sim:
+        return ""
+    which = f"All {n}" if sim == n else f"{sim} of {n}"
+    return f" SIMULATED GPU: {which} steps ran on a simulated GPU (MLCOST_GPU_BACKEND=simulated): not real usage."
 
 
 @_guard
@@ -271,9 +283,16 @@ def run_compare(args: argparse.Namespace) -> int:
             ("idle_share", "idle share", pct)]  # fmt: skip
     if args.metric:
         spec.append(("quality", args.metric, lambda v: num(v, ".4g")))
-    best = table.attrs.get("cheapest_acceptable")
-    report = Report("mlcost compare", f"Cost per model across MLflow runs of {', '.join(args.experiment)}.")
-    note = f"Cheapest model at acceptable quality: {best}." if best else ""
+    best, cheapest = table.attrs.get("cheapest_acceptable"), table.attrs.get("cheapest")
+    sim, runs = table.attrs.get("simulated_runs", 0), table.attrs.get("runs", 0)
+    which = f"All {runs}" if sim == runs else f"{sim} of {runs}"
+    simulated = f" SIMULATED GPU: {which} runs ran on a simulated GPU." if sim else ""
+    report = Report("mlcost compare",
+                    f"Cost per model across MLflow runs of {', '.join(args.experiment)}.{simulated}")  # fmt: skip
+    if args.metric:
+        note = f"Cheapest model at acceptable quality: {best}." if best else "No model reached the acceptable quality."
+    else:  # no quality figure: say what is cheapest, claim nothing about quality
+        note = f"Cheapest model per run: {cheapest}; quality not compared (pass --metric)." if cheapest else ""
     report.sections.append(frame_section("Cost per model", table, spec, note=note))
     if args.format == "markdown":
         sys.stdout.write(to_markdown(report))

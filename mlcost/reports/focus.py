@@ -37,7 +37,7 @@ CONDITIONAL = (
 )  # fmt: skip
 CUSTOM = (
     "x_StepName", "x_Project", "x_Model", "x_Workload", "x_RunKey", "x_GpuType", "x_Gpus", "x_IdleCost",
-    "x_GpuUtilMeanPct", "x_GpuIdleFraction", "x_EnergyKwh", "x_Telemetry", "x_Status",
+    "x_GpuUtilMeanPct", "x_GpuIdleFraction", "x_EnergyKwh", "x_Telemetry", "x_Status", "x_JobId", "x_NodeRank",
 )  # fmt: skip
 COLUMNS = MANDATORY + CONDITIONAL + CUSTOM
 PRICING_CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "reserved": "Committed"}
@@ -162,6 +162,8 @@ def step_charges(
         "x_Gpus": r.get("gpus"),
         "x_Telemetry": r.get("telemetry"),
         "x_Status": r.get("status"),
+        "x_JobId": r.get("job_id"),  # a job across nodes: one row per node, the same x_JobId
+        "x_NodeRank": r.get("node_rank"),
     }
     rows = [
         {
@@ -237,7 +239,7 @@ def write_focus(df: pd.DataFrame, path: str) -> str:
                 (c, pa.float64())
                 if c in _FLOATS
                 else (c, pa.int64())
-                if c == "x_Gpus"
+                if c in ("x_Gpus", "x_NodeRank")
                 else (c, pa.timestamp("s", tz="UTC"))
                 if c in _TIMES
                 else (c, pa.string())

@@ -121,6 +121,7 @@ def fab_server(tmp_path_factory) -> Server:
         "AIRFLOW__API_AUTH__JWT_SECRET": "mlcost-test-secret",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "MLCOST_LEDGER": str(ledger),
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",  # only for the links to each step's run
     }
     bin_dir = Path(sys.executable).parent
     setup = subprocess.run(

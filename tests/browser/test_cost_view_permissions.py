@@ -51,6 +51,11 @@ def test_a_user_limited_to_one_dag_sees_only_its_spend(fab_server):
     assert body["api/daily"]["total_usd"] == pytest.approx(team_a["total_usd"])
     assert {s["key"] for s in body["api/daily"]["series"]} == {"search"}
     assert {s["dag_id"] for s in body["api/top-steps"]["steps"]} == {"team_a_train"}
+    first = body["api/top-steps"]["steps"][0]
+    assert first["links"] == {
+        "airflow": f"/dags/team_a_train/runs/{first['run_id']}/tasks/{first['task_id']}",
+        "mlflow": f"http://127.0.0.1:5000/#/runs/{first['mlflow_run_id']}",
+    }
     assert [s["step_id"] for s in body["api/flagged"]["steps"]] == ["ra"]
     assert {r["dag_id"] for r in body["api/runs"]["runs"]} == {"team_a_train"}
     for path, answer in body.items():

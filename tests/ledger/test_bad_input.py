@@ -126,7 +126,9 @@ def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def test_a_foreign_sqlite_file_is_refused_and_left_byte_for_byte_as_it_was(tmp_path, capsys, monkeypatch, caplog):
+def test_a_foreign_sqlite_file_is_refused_and_left_byte_for_byte_as_it_was(
+    tmp_path, capsys, monkeypatch, caplog, mlflow_uri
+):
     folder = tmp_path / "app"
     folder.mkdir()
     path = _foreign(folder)

@@ -53,7 +53,7 @@ def test_the_database_stopping_mid_run_loses_nothing_and_sync_delivers_each_step
     assert {r[0] for r in _dump(shared) if len(r) > 2} == {m.step_id for m in before}  # 3 arrived
 
     assert main(["sync"]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     assert "Delivered 3 steps from the outbox" in out
     rows = {r[0]: r for r in _dump(shared) if len(r) > 2}
     assert sorted(rows) == sorted(m.step_id for m in before + during)
@@ -65,7 +65,7 @@ def test_the_database_stopping_mid_run_loses_nothing_and_sync_delivers_each_step
 
     first = _dump(shared)
     assert main(["sync"]) == 0
-    assert "Delivered 0 steps" in capsys.readouterr().out
+    assert "Delivered 0 steps" in " ".join(capsys.readouterr().out.split())
     assert _dump(shared) == first  # nothing changed
 
 
@@ -109,7 +109,7 @@ def test_sync_against_an_unreachable_database_exits_1_and_keeps_the_outbox(share
     pg_server.stop()
     m = _step(0)
     assert main(["sync"]) == 1
-    assert "run `mlcost sync` again" in capsys.readouterr().out
+    assert "run `mlcost sync` again" in " ".join(capsys.readouterr().out.split())  # rich wraps lines
     pg_server.start()
     assert main(["sync"]) == 0
     assert m.step_id in {r[0] for r in _dump(shared)}

@@ -148,6 +148,10 @@ def measure_mlflow(devices: int, interval: float, seconds: float) -> tuple[float
         cpu = _cpu_during(seconds)
         monitor.finish()
         samples = len(client.get_metric_history(run.info.run_id, "system/gpu_0_utilization_percentage"))
+    # set_tracking_uri also sets MLFLOW_TRACKING_URI: left set, the next round's meter would log its
+    # step to this (deleted) store and measure MLflow's cost instead of its own
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     return cpu, samples
 
 

@@ -32,7 +32,8 @@ import ast
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,20 +273,15 @@ def inspect_pipeline(
     :raises ConfigError: unreadable file, not a KFP pipeline spec, or a value that cannot be resolved.
     """
     source = str(path)
-    spec, platform = _load(Path(path))
-    walker = _Walker(spec, platform, source, loop_sizes or {})
-    root = spec["root"]
-    scope = _root_scope(root, dict(arguments or {}), source)
-    try:
+    with _malformed(source):
+        spec, platform = _load(Path(path))
+        walker = _Walker(spec, platform, source, loop_sizes or {})
+        root = spec["root"]
+        scope = _root_scope(root, dict(arguments or {}), source)
         _check_unrolled_size(walker.components, root, source)
         peak = walker.walk_dag(root, scope, prefix="", instances=1, concurrent=1, stack=("root",), outer=())
-    except (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        # a value of the wrong shape somewhere in the spec (a list where a mapping belongs...)
-        raise ConfigError(
-            f"not a well-formed KFP pipeline spec ({type(e).__name__}: {shown(str(e), 120)})", source=source
-        ) from e
+        info = spec.get("pipelineInfo")
+        name = str((info.get("name") if isinstance(info, dict) else None) or Path(path).stem)
 
     durations = {k: parse_duration(v, field=f"max_duration_s[{k!r}]") for k, v in (max_duration_s or {}).items()}
     default_s = parse_duration(default_max_duration_s, field="default_max_duration_s")
@@ -315,7 +311,6 @@ def inspect_pipeline(
                 price_per_gpu_hour=price,
             )
         )
-    name = str((spec.get("pipelineInfo") or {}).get("name") or Path(path).stem)
     return PipelineInspection(source=source, pipeline_name=name, tasks=tasks, peak_concurrent_gpus=peak)
 
 
@@ -399,6 +394,21 @@ def check_pipeline(
 
 
 # --- reading the file -------------------------------------------------------------------------
+
+
+@contextmanager
+def _malformed(source: str) -> Iterator[None]:
+    """A value of the wrong shape anywhere in the spec (a list where kfp writes a mapping, text
+    where it writes a number) is a ConfigError naming the file, whichever line of the walk meets
+    it first; mlcost's own ConfigErrors pass through unchanged."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError) as e:
+        raise ConfigError(
+            f"not a well-formed KFP pipeline spec ({type(e).__name__}: {shown(str(e), 120)})", source=source
+        ) from e
 
 
 def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -784,7 +794,8 @@ def _metered_config(executor: Mapping[str, Any]) -> dict[str, Any]:
             try:
                 call = ast.parse(match.group(1), mode="eval").body
                 config = ast.literal_eval(call.args[1])  # type: ignore[attr-defined]
-            except (SyntaxError, ValueError, IndexError, AttributeError):
+            except (SyntaxError, ValueError, IndexError, AttributeError, RecursionError, MemoryError):
+                # a hand-edited command: no meter config; the parser gives up on deep nesting with these
                 continue
             if isinstance(config, dict):
                 return config

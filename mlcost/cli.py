@@ -20,7 +20,12 @@ from mlcost import __version__
 from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
-_COMMAND_MODULES = ("mlcost.gate.command", "mlcost.reports.command", "mlcost.ledger.command")
+_COMMAND_MODULES = (
+    "mlcost.gate.command",
+    "mlcost.reports.command",
+    "mlcost.ledger.command",
+    "mlcost.budget_command",
+)
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -31,6 +36,9 @@ def _sync(args: argparse.Namespace) -> int:
     from mlcost.sync import sync
 
     ledger = Ledger(args.ledger)
+    if not ledger.path.exists() and ledger.shared:  # the outbox is made by this machine's first step
+        Console().print(f"Nothing to sync: no step has run on this machine yet (no outbox at {ledger.path}).")
+        return ExitStatus.OK
     if not ledger.path.exists():
         Console(stderr=True).print(f"[red]no ledger at {ledger.path}[/red] (set MLCOST_LEDGER or --ledger)")
         return ExitStatus.BAD_INPUT
@@ -40,6 +48,7 @@ def _sync(args: argparse.Namespace) -> int:
     line, delivered = sync_outbox(ledger)  # a shared ledger: its outbox first
     if line:
         console.print(line, highlight=False)
+    _retry_alerts(ledger, console)
     if ledger.remote is not None and not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         return ExitStatus.OK if delivered else ExitStatus.FAILED  # a shared ledger and no MLflow: done
     uri = resolve_tracking_uri(args.tracking_uri)  # none: an error, never a stray ./mlflow.db
@@ -73,6 +82,18 @@ def _with_progress(console: Any, work: Any) -> Any:
                   console=console, transient=True) as bar:  # fmt: skip
         task = bar.add_task("sync", total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _retry_alerts(ledger: object, console: object) -> None:
+    """Alerts that no webhook took when they were raised go out again (the policy's webhooks)."""
+    from mlcost.alerts import retry_undelivered
+    from mlcost.policy import Policy
+
+    hooks = Policy.load().alerts
+    if hooks.webhooks:
+        sent, failed = retry_undelivered(ledger, hooks.webhooks, timeout_s=hooks.timeout_s, retries=hooks.retries)
+        if sent or failed:
+            console.print(f"Alerts: {sent} delivered, {failed} still undelivered.")  # type: ignore[attr-defined]
 
 
 def _prices(args: argparse.Namespace) -> int:

@@ -51,7 +51,12 @@ class MeterOptions(BaseModel):
     interval: float = 1.0
     """Seconds between samples."""
     nodes: int | None = None
-    """Nodes the step runs on (checked against ``cluster.max_nodes`` at preflight)."""
+    """Nodes the job runs on (checked against ``cluster.max_nodes`` at preflight); default: from the
+    launcher's environment (:mod:`mlcost.jobs`). With more than one, ``gpus`` is the job's total."""
+    job_id: str | None = None
+    """The job this step is one node of; default: from the launcher's environment."""
+    node_rank: int | None = None
+    """This node's rank in the job (0-based); default: from the launcher's environment."""
     experiment: str | None = None
     """The MLflow experiment of the step's run."""
 
@@ -91,7 +96,12 @@ class MeterOptions(BaseModel):
     def _nodes(cls, v: Any, info: ValidationInfo) -> int:
         return _integer(v, "nodes", 1, MAX_NODES, _text(info))
 
-    @field_validator("gpu_type", "experiment", mode="before")
+    @field_validator("node_rank", mode="before")
+    @classmethod
+    def _node_rank(cls, v: Any, info: ValidationInfo) -> int:
+        return _integer(v, "node_rank", 0, MAX_NODES - 1, _text(info))
+
+    @field_validator("gpu_type", "experiment", "job_id", mode="before")
     @classmethod
     def _name(cls, v: Any, info: ValidationInfo) -> str:
         if not isinstance(v, str) or not v.strip():

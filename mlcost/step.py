@@ -24,6 +24,16 @@ class Breach(BaseModel):
     message: str
 
 
+class Spike(BaseModel):
+    """A step whose cost or GPU-hours sat far above its own history (same name and tags) at its end."""
+
+    metric: str  # "total_usd" or "gpu_hours"
+    value: float
+    median: float
+    z: float  # the modified z-score (mlcost.robust)
+    history: int  # how many earlier runs it was compared with
+
+
 class StepCost(BaseModel):
     """One step: what it was, what it used, what it cost, and whether it was allowed.
 
@@ -46,6 +56,9 @@ class StepCost(BaseModel):
     run_key: str | None = None  # groups steps of one DAG run / pipeline run
     context: dict[str, str] = Field(default_factory=dict)  # e.g. airflow dag_id, task_id, try_number
     source: str = "meter"  # "meter" or "listener" (un-metered Airflow task)
+    job_id: str | None = None  # a job across nodes: one record per node, the job is their sum
+    node_rank: int | None = None
+    nodes: int | None = None
 
     # money
     gpu_hour_usd: float | None = None
@@ -75,6 +88,7 @@ class StepCost(BaseModel):
     breach: Breach | None = None
     error: str | None = None
     mlflow_run_id: str | None = None
+    spike: Spike | None = None
 
     @property
     def degraded(self) -> bool:

@@ -248,27 +248,29 @@ class MeteredOperator(BaseOperator):
     def _mlflow_parent(self, run_key: str, dag_id: str, run_id: str) -> str | None:
         if not self._tracking_uri():
             return None
-        try:
-            parent = self._hook().dag_run_parent(
+        from mlcost.operators.hooks.mlflow_runs import bounded
+
+        # MLflow down: the step still runs; `mlcost sync` later nests it under the DAG run's run
+        parent = bounded(
+            lambda: self._hook().dag_run_parent(
                 run_key,
                 experiment=self.experiment,
                 run_name=f"{dag_id}/{run_id}",
                 tags={"mlcost.dag_id": dag_id, "mlcost.run_id": run_id},
-            )
-            self._parent_run_id = parent
-            return parent
-        except Exception as e:  # MLflow down: the step still runs; `mlcost sync` replays it later
-            log.warning("mlcost: could not find or create the MLflow run of DAG run %s: %s", run_key, e)
-            return None
+            ),
+            f"the MLflow run of DAG run {run_key}",
+        )
+        self._parent_run_id = parent
+        return parent
 
     def _update_parent(self, m: Meter) -> None:
         parent = getattr(self, "_parent_run_id", None)
-        if not parent or m.run_key is None:
-            return
-        try:
-            self._hook().update_parent_totals(parent, m.run_key)
-        except Exception as e:
-            log.warning("mlcost: could not update the DAG run's MLflow totals: %s", e)
+        if not parent or m.run_key is None or m.cost is None or not m.cost.mlflow_run_id:
+            return  # no parent, or the step itself did not reach MLflow: do not wait on it twice
+        from mlcost.operators.hooks.mlflow_runs import bounded
+
+        run_key = m.run_key
+        bounded(lambda: self._hook().update_parent_totals(parent, run_key), "the DAG run's MLflow totals")
 
     def _push_cost(self, context: Context, step: StepCost | None) -> None:
         if step is None:

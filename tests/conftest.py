@@ -30,6 +30,19 @@ _LEAKY = (
     "GITHUB_HEAD_REF",
     "GITHUB_RUN_ID",
     "GITHUB_STEP_SUMMARY",
+    # a launcher's job identity (mlcost.jobs): a test run under SLURM or torchrun is not a job's node
+    "MLCOST_JOB_ID",
+    "MLCOST_NODE_RANK",
+    "MLCOST_NODES",
+    "TORCHELASTIC_RUN_ID",
+    "GROUP_RANK",
+    "LOCAL_RANK",
+    "SLURM_JOB_ID",
+    "SLURM_NODEID",
+    "SLURM_NNODES",
+    "SLURM_LOCALID",
+    "PET_NNODES",
+    "PET_NODE_RANK",
 )
 
 

@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="check the ledger's steps (default path: $MLCOST_LEDGER or ~/.mlcost/ledger.db)",
     )
-    p.add_argument("--since", help="ledger: steps started at or after this ISO time")
-    p.add_argument("--until", help="ledger: steps started before this ISO time")
+    p.add_argument("--since", help="ledger: steps started at or after this ISO date/time, or a span back (7d)")
+    p.add_argument("--until", help="ledger: steps started before this time (exclusive), same forms")
     p.add_argument("--pipeline", action="append", default=[], metavar="FILE", help="compiled KFP pipeline YAML")
     p.add_argument(
         "--no-history",
@@ -112,12 +112,14 @@ def gate(args: argparse.Namespace) -> Any:
     """Load the policy and the runs, evaluate; raises ConfigError on bad input."""
     from mlcost.gate import records as rec
     from mlcost.gate.policies import ERROR, evaluate
+    from mlcost.period import Period
     from mlcost.policy import Policy
 
     if args.engine == "gx":
         from mlcost.extras import require_extra
 
         require_extra("gx", what="mlcost gate --engine gx")
+    Period.parse(args.since, args.until)  # a bad --since/--until is bad input (exit 2), never "no steps"
     policy = Policy.load(args.policy) if args.policy else Policy.load()
     tracking_uri = args.tracking_uri or None
     experiments: list[str] = list(args.experiment or [])
@@ -155,6 +157,12 @@ def gate(args: argparse.Namespace) -> Any:
     else:
         result = evaluate(policy, runs, baseline)
     result.sources = sources
+    lost = [r for r in runs if r.status == "lost"]
+    if lost:  # counted like any step (money spent is spent), and said: they may be still-running work
+        result.notes.append(
+            f"{len(lost)} lost step{'s' * (len(lost) != 1)} (no heartbeat for the lost limit: killed, or its "
+            f"node gone) counted with the cost of the last checkpoint: {', '.join(r.label for r in lost[:10])}"
+        )
     history, history_off = (None, "") if not args.pipeline else pipeline_history(args, experiments, tracking_uri)
     for path in args.pipeline:
         projection, findings = check_pipeline_file(path, policy, history=history, history_off=history_off)

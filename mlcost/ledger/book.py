@@ -118,7 +118,9 @@ class Ledger:
             from mlcost.ledger.store import Store
 
             t = self.target if not self.target.shared else targets.resolve(self.path, field_name=targets.ENV_OUTBOX)
-            self._local = Store(t, readonly=self.readonly)
+            # an outbox commits without an fsync: what reached the shared database is durable there,
+            # and what did not is made durable here when its delivery fails (see _deliver)
+            self._local = Store(t, readonly=self.readonly, durable=not self.target.shared)
         return self._local
 
     @property
@@ -157,8 +159,15 @@ class Ledger:
         row, record = figures_row(step, now_iso())
         blob = zlib.compress(json.dumps(series, separators=(",", ":")).encode()) if series else None
         written = self.local.upsert(row, record, blob)
-        if self.remote is not None and written:
-            self._deliver(row, record, blob)
+        if self.remote is not None and written and not self._deliver(row, record, blob):
+            self._make_durable(row, record, blob)
+
+    def _make_durable(self, row: dict[str, Any], record: str, blob: bytes | None) -> None:
+        """The same row again through a synchronous=FULL connection: its commit fsyncs the WAL,
+        and with it every earlier commit of the outbox."""
+        from mlcost.ledger.store import Store
+
+        Store(self.local.target, durable=True).upsert(row, record, blob)
 
     def _deliver(self, row: dict[str, Any], record: str, blob: bytes | None) -> bool:
         """Write one row to the shared ledger within the wait; True when it got there."""
@@ -201,6 +210,48 @@ class Ledger:
             self.local.mark_synced(row["step_id"], SHARED_SINK, delivered, now_iso())
         except Exception as e:
             outcome["error"] = str(e) or type(e).__name__
+
+    # alerts (the ledger is :class:`mlcost.alerts.AlertBook`) ------------------------------------
+    def claim_alert(self, alert: Any) -> bool:
+        """Claim ``alert`` where every machine sees it (the shared database, within the wait), else
+        in the local file: de-duplicated per machine while the shared ledger is away."""
+        from mlcost.ledger import runtime
+
+        return self.on_shared(lambda store: runtime.claim_alert(store, alert.key, alert.kind, alert.body()))
+
+    def record_alert_delivery(self, key: str, *, delivered: bool, error: str | None) -> None:
+        from mlcost.ledger import runtime
+
+        self.on_shared(lambda store: runtime.record_alert_delivery(store, key, delivered=delivered, error=error))
+
+    def undelivered_alerts(self) -> list[tuple[str, str, dict[str, Any]]]:
+        from mlcost.ledger import runtime
+
+        return self.on_shared(runtime.undelivered_alerts)
+
+    def on_shared(self, work: Any) -> Any:
+        """``work(store)`` on the ledger every machine shares: the shared database within the wait
+        (skipped at once while a delivery to it is stuck), else the local file. For the small reads
+        and claims of a running step (a job's peers, a window's spend, an alert's key)."""
+        remote = self.remote
+        stuck = _stuck.get(self.target.url) if remote is not None else None
+        if remote is not None and not (stuck is not None and stuck.is_alive()):
+            outcome: dict[str, Any] = {}
+
+            def run() -> None:
+                try:
+                    outcome["value"] = work(remote)
+                except Exception as e:
+                    outcome["error"] = e
+
+            thread = threading.Thread(target=run, name="mlcost-ledger-alert", daemon=True)
+            thread.start()
+            thread.join(_wait_s())
+            if "value" in outcome:
+                return outcome["value"]
+            log.warning("mlcost: ledger %s unavailable for alerts (%s); using the outbox %s",
+                        self.where, outcome.get("error", "no answer"), self.path)  # fmt: skip
+        return work(self.local)
 
     def mark_synced(self, step_id: str, sink: str, remote_id: str | None) -> None:
         from mlcost.ledger.schema import now_iso

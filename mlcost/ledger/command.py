@@ -49,6 +49,10 @@ def _info(args: argparse.Namespace) -> int:
     print(f"ledger:   {t.masked}")
     print(f"backend:  {t.backend}" + (" (shared; the local file is the outbox)" if t.shared else ""))
     if t.path is not None:
+        if not t.path.exists():
+            print("state:    no file yet (a step's first write, or `mlcost ledger upgrade`, creates it)")
+            print(f"hint: run `mlcost ledger upgrade --ledger {t.masked}`")
+            return ExitStatus.FAILED
         check_file(t, must_exist=True)
     try:
         with store._errors(), store.engine.connect() as conn:

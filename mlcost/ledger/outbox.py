@@ -90,18 +90,17 @@ def drain(ledger: Ledger) -> DrainResult:
             log.warning("mlcost: could not drain the outbox %s into %s: %s", ledger.path, ledger.where, e)
             return result
         at = now_iso()
+        from mlcost.ledger.store import _upserts
+
         with ledger.local.begin() as conn:
-            for r in batch:
-                ins = ledger.local._insert(synced).values(
-                    step_id=r["step_id"], sink=SHARED_SINK, remote_id=version(r["status"], r["heartbeat_at"]),
-                    synced_at=at,
-                )  # fmt: skip
-                conn.execute(
-                    ins.on_conflict_do_update(
-                        index_elements=["step_id", "sink"],
-                        set_={"remote_id": ins.excluded.remote_id, "synced_at": ins.excluded.synced_at},
-                    )
-                )
+            conn.execute(
+                _upserts(conn.dialect.name, ())["synced"],
+                [
+                    {"step_id": r["step_id"], "sink": SHARED_SINK, "synced_at": at,
+                     "remote_id": version(r["status"], r["heartbeat_at"])}
+                    for r in batch
+                ],
+            )  # fmt: skip
         result.delivered += [r["step_id"] for r in batch]
     return result
 

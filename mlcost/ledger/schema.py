@@ -8,6 +8,7 @@ The Alembic migrations in ``mlcost/ledger/migrations`` build exactly this; a tes
 - ``steps``: a view joining the two (``SELECT f.*, r.record``); whatever needs the record reads it.
 - ``series``: the per-device time series of a step, zlib-compressed JSON.
 - ``synced``: what each sink (MLflow, the shared ledger) has acknowledged, per step.
+- ``alerts``: each alert sent (or still to send), keyed so several machines never send it twice.
 
 Times are ISO-8601 UTC strings (``2026-11-30T07:20:00.123456+00:00``) on both backends: they sort
 as they compare, and the readers' period filters are the same SQL everywhere.
@@ -45,7 +46,7 @@ STATUS_LOST = "lost"
 ENV_LOST_AFTER = "MLCOST_LOST_AFTER_S"
 LOST_AFTER_S = 600.0
 """A running row whose heartbeat is older than this (seconds) is ``lost``. A step checkpoints every
-30 s (``mlcost.metering.CHECKPOINT_EVERY_S``), or after each sample when its ``interval`` is longer;
+30 s (``mlcost.checkpoints.CHECKPOINT_EVERY_S``), or after each sample when its ``interval`` is longer;
 ten minutes is twenty missed checkpoints. ``$MLCOST_LOST_AFTER_S`` overrides it."""
 
 metadata = MetaData()
@@ -81,6 +82,10 @@ FIGURE_COLUMNS: dict[str, type] = {  # name -> SQL type, in the order of the tab
     "simulated": Integer,
     "samples": Integer,
     "heartbeat_at": String,
+    # a job across nodes: one row per node, the job is their sum (revision 0003)
+    "job_id": String,
+    "node_rank": Integer,
+    "gpu_hour_usd": Float,  # the unit price: a peer node's allocation is computable from its row alone
 }
 _NOT_NULL = {"step_id", "name", "status", "source", "started_at"}
 
@@ -95,6 +100,7 @@ step_figures = Table(
     Index("steps_run", "run_key"),
     Index("steps_name", "name", "started_at"),
     Index("steps_heartbeat", "status", "heartbeat_at"),
+    Index("steps_job", "job_id"),
 )
 
 step_records = Table(
@@ -121,8 +127,20 @@ synced = Table(
     PrimaryKeyConstraint("step_id", "sink"),
 )
 
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("key", String, primary_key=True),  # one alert per key, whichever machine claims it first
+    Column("kind", String, nullable=False),
+    Column("created_at", String, nullable=False),
+    Column("body", Text, nullable=False),  # the JSON the webhooks receive
+    Column("delivered_at", String),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+)
+
 STEPS_VIEW = "steps"
-TABLES = ("step_figures", "step_records", "series", "synced")
+TABLES = ("step_figures", "step_records", "series", "synced", "alerts")
 
 
 def steps_view_sql(backend: str) -> str:

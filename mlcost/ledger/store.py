@@ -19,13 +19,13 @@ Every message names the target by :attr:`Target.masked`: no password is ever pri
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
@@ -46,8 +46,9 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 _ADVISORY_KEY = 0x6D6C636F7374  # "mlcost": serialises schema migrations on PostgreSQL
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
-_engines: dict[tuple[str, bool, int], Engine] = {}
+_engines: dict[tuple[str, bool, bool, int], Engine] = {}
 _engines_lock = threading.Lock()
+_verified: set[tuple] = set()  # stores whose schema this process has checked (see Store.open)
 
 
 class LedgerUnavailable(Exception):
@@ -55,15 +56,19 @@ class LedgerUnavailable(Exception):
     step path it is logged and the step stays in the outbox; a reader turns it into ConfigError."""
 
 
-def engine(target: Target, *, readonly: bool = False) -> Engine:
-    """The process's engine for ``target`` (made once per process: pools do not survive a fork)."""
-    key = (target.url, readonly, os.getpid())
+def engine(target: Target, *, readonly: bool = False, durable: bool = True) -> Engine:
+    """The process's engine for ``target`` (made once per process: pools do not survive a fork).
+
+    ``durable=False`` (SQLite only): commits without an fsync (``synchronous=NORMAL`` in WAL mode:
+    they survive the process being killed, not the machine losing power). The outbox of a shared
+    ledger writes so, and makes a row durable itself when its delivery fails."""
+    key = (target.url, readonly, durable or target.backend != SQLITE, os.getpid())
     eng = _engines.get(key)
     if eng is None:
         with _engines_lock:
             eng = _engines.get(key)
             if eng is None:
-                eng = _make_engine(target, readonly)
+                eng = _make_engine(target, readonly, durable)
                 _engines[key] = eng
     return eng
 
@@ -74,11 +79,12 @@ def dispose_all() -> None:
         for eng in _engines.values():
             eng.dispose()
         _engines.clear()
+        _verified.clear()
 
 
-def _make_engine(target: Target, readonly: bool) -> Engine:
+def _make_engine(target: Target, readonly: bool, durable: bool = True) -> Engine:
     if target.backend == SQLITE:
-        return _sqlite_engine(target, readonly)
+        return _sqlite_engine(target, readonly, durable)
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -104,7 +110,7 @@ def _make_engine(target: Target, readonly: bool) -> Engine:
         raise ConfigError(msg, field=target.field_name) from None
 
 
-def _sqlite_engine(target: Target, readonly: bool) -> Engine:
+def _sqlite_engine(target: Target, readonly: bool, durable: bool = True) -> Engine:
     path = target.path
     assert path is not None
     if readonly:
@@ -116,14 +122,18 @@ def _sqlite_engine(target: Target, readonly: bool) -> Engine:
 
         eng = create_engine("sqlite+pysqlite://", creator=creator, poolclass=NullPool)
     else:
+        # pooled (one or two connections a process): closing the last connection to a WAL file
+        # checkpoints and removes the WAL, which would cost every write an extra fsync
         eng = create_engine(
-            target.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, poolclass=NullPool
-        )
+            target.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+            pool_size=2, max_overflow=8,
+        )  # fmt: skip
+        sync = "FULL" if durable else "NORMAL"
 
         @event.listens_for(eng, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we say BEGIN ourselves (below)
-            dbapi_conn.execute("PRAGMA synchronous=FULL")
+            dbapi_conn.execute(f"PRAGMA synchronous={sync}")
 
         @event.listens_for(eng, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -190,9 +200,10 @@ class Store:
     ``readonly`` stores never create, migrate or write; a writable store checks the schema on its
     first use (creating or migrating an mlcost ledger, refusing anything else)."""
 
-    def __init__(self, target: Target, *, readonly: bool = False) -> None:
+    def __init__(self, target: Target, *, readonly: bool = False, durable: bool = True) -> None:
         self.target = target
         self.readonly = readonly
+        self.durable = durable
         self._ready = False
 
     def __repr__(self) -> str:
@@ -200,7 +211,18 @@ class Store:
 
     @property
     def engine(self) -> Engine:
-        return engine(self.target, readonly=self.readonly)
+        return engine(self.target, readonly=self.readonly, durable=self.durable)
+
+    def _identity(self) -> tuple:
+        """What the schema check of this process is valid for: the target, and for a file the
+        file itself (deleted or replaced, it is checked again)."""
+        if self.target.path is None:
+            return (self.target.url, self.readonly, os.getpid())
+        try:
+            st = self.target.path.stat()
+        except OSError:
+            return (self.target.url, self.readonly, os.getpid(), None)
+        return (self.target.url, self.readonly, os.getpid(), st.st_dev, st.st_ino)
 
     # opening ----------------------------------------------------------------------------------
     def open(self) -> migrate.SchemaState:
@@ -208,6 +230,10 @@ class Store:
 
         Raises ConfigError for a file that is not a ledger, a newer schema, or (read-only) a
         missing or outdated one; LedgerUnavailable when a server cannot be reached."""
+        identity = self._identity()
+        if identity in _verified:
+            self._ready = True
+            return migrate.SchemaState("mlcost", migrate.HEAD)
         if self.target.backend == SQLITE:
             check_file(self.target, must_exist=self.readonly)
         with self._errors():
@@ -220,6 +246,7 @@ class Store:
             else:
                 st = self._prepare()
         self._ready = True
+        _verified.add(self._identity())
         return st
 
     def _prepare(self) -> migrate.SchemaState:
@@ -248,6 +275,10 @@ class Store:
                 raw.close()
         with self.engine.begin() as conn:  # the write lock (BEGIN IMMEDIATE / advisory lock)
             if self.target.backend != SQLITE:
+                # a migration may build an index over millions of rows: no write-path timeouts here
+                # (a step waiting on a peer's migration is still bounded by its delivery wait)
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
                 conn.execute(select(func.pg_advisory_xact_lock(_ADVISORY_KEY)))
             st = migrate.state(conn)  # again, under the lock: another process may have done it
             migrate.refuse(st, self.target.masked, self.target.field_name)
@@ -300,32 +331,20 @@ class Store:
             return self.upsert_on(conn, figures, record, series_blob)
 
     def upsert_on(self, conn: Connection, figures: dict[str, Any], record: str, series_blob: bytes | None) -> bool:
-        ins = self._insert(step_figures).values(**figures)
-        ex, cur = ins.excluded, step_figures.c
-        newer = (ex.status != STATUS_RUNNING) | cur.heartbeat_at.is_(None) | (ex.heartbeat_at >= cur.heartbeat_at)
-        stmt = ins.on_conflict_do_update(
-            index_elements=["step_id"],
-            set_={c: ex[c] for c in figures if c != "step_id"},
-            where=(cur.status == STATUS_RUNNING) & newer,
-        )
-        if not conn.execute(stmt).rowcount:
+        stmts = _upserts(conn.dialect.name, tuple(figures))
+        if conn.execute(stmts["figures"], figures).first() is None:
             return False
         step_id = figures["step_id"]
-        rec = self._insert(step_records).values(step_id=step_id, record=record)
-        conn.execute(rec.on_conflict_do_update(index_elements=["step_id"], set_={"record": rec.excluded.record}))
+        conn.execute(stmts["record"], {"step_id": step_id, "record": record})
         if series_blob is not None:
-            ser = self._insert(series).values(step_id=step_id, data=series_blob)
-            conn.execute(ser.on_conflict_do_update(index_elements=["step_id"], set_={"data": ser.excluded.data}))
+            conn.execute(stmts["series"], {"step_id": step_id, "data": series_blob})
         return True
 
     def mark_synced(self, step_id: str, sink: str, remote_id: str | None, at: str) -> None:
         with self.begin() as conn:
-            ins = self._insert(synced).values(step_id=step_id, sink=sink, remote_id=remote_id, synced_at=at)
             conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=["step_id", "sink"],
-                    set_={"remote_id": ins.excluded.remote_id, "synced_at": ins.excluded.synced_at},
-                )
+                _upserts(conn.dialect.name, ())["synced"],
+                {"step_id": step_id, "sink": sink, "remote_id": remote_id, "synced_at": at},
             )
 
     def _insert(self, table: Any) -> Any:
@@ -352,6 +371,31 @@ class Store:
         return sqlite3.connect(self.target.path, timeout=SQLITE_BUSY_TIMEOUT_S)
 
 
-def sqlite_path(target: Target) -> Path:
-    assert target.path is not None
-    return target.path
+@functools.cache
+def _upserts(dialect: str, columns: tuple[str, ...]) -> dict[str, Any]:
+    """The upserts of one dialect, built once (a step writes a few times; building the statement
+    cost more than running it). Parameters come at execution."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    out: dict[str, Any] = {}
+    if columns:
+        ins = insert(step_figures)
+        ex, cur = ins.excluded, step_figures.c
+        newer = (ex.status != STATUS_RUNNING) | cur.heartbeat_at.is_(None) | (ex.heartbeat_at >= cur.heartbeat_at)
+        out["figures"] = ins.on_conflict_do_update(
+            index_elements=["step_id"],
+            set_={c: ex[c] for c in columns if c != "step_id"},
+            where=(cur.status == STATUS_RUNNING) & newer,
+        ).returning(step_figures.c.step_id)  # psycopg's rowcount is -1 for an upsert: ask for the row
+    rec = insert(step_records)
+    out["record"] = rec.on_conflict_do_update(index_elements=["step_id"], set_={"record": rec.excluded.record})
+    ser = insert(series)
+    out["series"] = ser.on_conflict_do_update(index_elements=["step_id"], set_={"data": ser.excluded.data})
+    syn = insert(synced)
+    out["synced"] = syn.on_conflict_do_update(
+        index_elements=["step_id", "sink"],
+        set_={"remote_id": syn.excluded.remote_id, "synced_at": syn.excluded.synced_at},
+    )
+    return out

@@ -28,7 +28,7 @@ class GpuPrice(BaseModel):
     """One GPU type's hourly prices. Missing prices are allowed (a user row may add only one) but
     asking for a missing one is an error, never a silent 0."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     on_demand: float | None = Field(default=None, ge=0)
     spot: float | None = Field(default=None, ge=0)
@@ -42,7 +42,7 @@ class GpuPrice(BaseModel):
 
 
 class EnergyPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     usd_per_kwh: float = Field(default=0.13, ge=0)
     included_in_gpu_price: bool = True

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mlcost.errors import ConfigError, MissingExtra
@@ -79,36 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-def parse_when(value: str | None, *, field: str, now: datetime | None = None) -> str | None:
-    """An ISO date/time (UTC when no zone is given), or a span back from now ('7d')."""
-    if not value:
-        return None
-    now = now or datetime.now(timezone.utc)
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        from mlcost.durations import parse_duration
-
-        try:
-            seconds = parse_duration(value, field=field)
-        except ConfigError as e:
-            raise ConfigError(f"expected an ISO date/time or a span such as '7d', got {value!r}", field=field) from e
-        dt = now - timedelta(seconds=seconds or 0)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat()
-
-
 def _period(args: argparse.Namespace) -> Any:
-    from mlcost.reports.analysis import Period
+    from mlcost.period import Period
 
-    return Period(since=parse_when(args.since, field="--since"), until=parse_when(args.until, field="--until"))
+    return Period.parse(args.since, args.until)
 
 
 def _ledger(args: argparse.Namespace) -> Any:
-    from mlcost.ledger import open_ledger
+    """The ledger of ``--ledger`` (else ``$MLCOST_LEDGER``, else the default), opened read-only and
+    checked: a ConfigError (exit 2) when it is missing, not a ledger, or unreachable."""
+    from mlcost.ledger.book import open_ledger
 
-    return open_ledger(args.ledger)  # read-only; refuses what is not a ledger, naming --ledger
+    return open_ledger(args.ledger)
 
 
 def _guard(fn: Any) -> Any:
@@ -134,9 +115,11 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     for dim in by:
         df = a.chargeback(ledger, period, by=(dim,))
         report.data[f"chargeback_{dim}"] = df
+        lost = int(df["lost_steps"].sum()) if len(df) else 0
         report.sections.append(frame_section(f"Chargeback by {dim}", df, [
             (dim, dim, str), ("steps", "steps", str), ("gpu_hours", "GPU-h", num), ("total_usd", "cost", usd),
-            ("idle_usd", "idle $", usd), ("share", "share", pct)]))  # fmt: skip
+            ("idle_usd", "idle $", usd), ("share", "share", pct)],
+            note=_lost_note(lost)))  # fmt: skip
     ue = a.unit_economics(ledger, period, outcomes)
     report.data["unit_economics"] = ue
     note = "; ".join(f"{usd(v['usd_per_unit'])} per {k} ({v['count']:,.0f} {k})" for k, v in
@@ -189,12 +172,17 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
 
 def _gpu_type_mismatches(ledger: Any, period: Any) -> Any:
     """Steps whose declared gpu_type is not the GPU they ran on (the record's detected_gpu_type)."""
-    from mlcost.reports.analysis import _frame
+    from mlcost.ledger import queries as q
+    from mlcost.reports.analysis import _frame, _read
 
-    detected = "json_extract(record, '$.detected_gpu_type')"
-    where, args = period.where(f"gpu_type IS NOT NULL AND {detected} IS NOT NULL AND {detected} != gpu_type")
-    return _frame(ledger, f"SELECT name, gpu_type, {detected} AS detected, COUNT(*) AS steps FROM steps {where} "
-                          "GROUP BY 1, 2, 3 ORDER BY steps DESC", args)  # fmt: skip
+    return _frame(_read(ledger, q.gpu_type_mismatches, period), ["name", "gpu_type", "detected", "steps"])
+
+
+def _lost_note(lost: int) -> str:
+    if not lost:
+        return ""
+    return (f"{lost} lost step{'s' * (lost != 1)} (died without a final record: no heartbeat for "
+            "the lost limit) counted with the usage of their last checkpoint.")  # fmt: skip
 
 
 def simulated_note(ledger: Any, period: Any) -> str:

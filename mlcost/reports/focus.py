@@ -20,9 +20,8 @@ from mlcost.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from mlcost.period import Period
     from mlcost.pricing.catalog import PriceCatalog
-    from mlcost.reports.analysis import Period
-    from mlcost.sinks.ledger import Ledger
 
 FOCUS_VERSION = "1.3"
 MANDATORY = (
@@ -38,7 +37,7 @@ CONDITIONAL = (
 )  # fmt: skip
 CUSTOM = (
     "x_StepName", "x_Project", "x_Model", "x_Workload", "x_RunKey", "x_GpuType", "x_Gpus", "x_IdleCost",
-    "x_GpuUtilMeanPct", "x_GpuIdleFraction", "x_EnergyKwh", "x_Telemetry", "x_Status",
+    "x_GpuUtilMeanPct", "x_GpuIdleFraction", "x_EnergyKwh", "x_Telemetry", "x_Status", "x_JobId", "x_NodeRank",
 )  # fmt: skip
 COLUMNS = MANDATORY + CONDITIONAL + CUSTOM
 PRICING_CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "reserved": "Committed"}
@@ -68,7 +67,7 @@ def _month(iso: str) -> tuple[str, str]:
 
 
 def focus_rows(
-    ledger: Ledger,
+    ledger: Any,
     period: Period,
     catalog: PriceCatalog,
     *,
@@ -81,12 +80,12 @@ def focus_rows(
     """The ledger's sealed steps in ``period`` as FOCUS rows (a DataFrame with :data:`COLUMNS`)."""
     import pandas as pd
 
-    where, args = period.where()
-    with ledger.connect() as conn:
-        rows = conn.execute(f"SELECT record FROM steps {where} ORDER BY started_at, step_id", args).fetchall()
+    from mlcost.ledger.queries import reading, step_records
+
+    with reading(ledger) as conn:
+        rows = list(step_records(conn, period))  # counted steps: sealed, and lost ones (status "lost")
     out: list[dict[str, Any]] = []
-    for row in rows:
-        r = json.loads(row["record"])
+    for r in rows:
         base = {"provider": provider, "host_provider": host_provider or provider, "account_id": account_id,
                 "account_name": account_name, "region": region}  # fmt: skip
         out.extend(step_charges(r, catalog, **base))
@@ -163,6 +162,8 @@ def step_charges(
         "x_Gpus": r.get("gpus"),
         "x_Telemetry": r.get("telemetry"),
         "x_Status": r.get("status"),
+        "x_JobId": r.get("job_id"),  # a job across nodes: one row per node, the same x_JobId
+        "x_NodeRank": r.get("node_rank"),
     }
     rows = [
         {
@@ -238,7 +239,7 @@ def write_focus(df: pd.DataFrame, path: str) -> str:
                 (c, pa.float64())
                 if c in _FLOATS
                 else (c, pa.int64())
-                if c == "x_Gpus"
+                if c in ("x_Gpus", "x_NodeRank")
                 else (c, pa.timestamp("s", tz="UTC"))
                 if c in _TIMES
                 else (c, pa.string())

@@ -15,8 +15,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlcost.sinks.ledger import FIGURES_TABLE
-
 SUITE = "mlcost_ledger"
 
 
@@ -40,16 +38,13 @@ class ValidationOutcome:
 
 
 def ledger_frame(ledger: Any) -> Any:
+    """The counted steps' flat figures (sealed ones and lost ones), from the query layer."""
     import pandas as pd
 
-    with ledger.connect(bulk=True) as conn:
-        df = pd.read_sql_query(
-            "SELECT step_id, name, run_key, status, started_at, ended_at, duration_s, gpus, gpu_type, "
-            "total_usd, idle_usd, compute_usd, energy_usd, gpu_hours, util_mean_pct, idle_fraction "
-            f"FROM {FIGURES_TABLE} "
-            "WHERE status != 'running'",
-            conn,
-        )
+    from mlcost.ledger.queries import VALIDATION_COLUMNS, reading, validation_rows
+
+    with reading(ledger) as conn:
+        df = pd.DataFrame.from_records(validation_rows(conn), columns=list(VALIDATION_COLUMNS))
     start = pd.to_datetime(df["started_at"], utc=True, format="ISO8601")
     end = pd.to_datetime(df["ended_at"], utc=True, format="ISO8601")
     df["elapsed_s"] = (end - start).dt.total_seconds()

@@ -31,5 +31,4 @@ COLUMNS: dict[str, str] = {
 def _row(step: StepCost) -> dict[str, Any]:
     """``step`` as a row of the one-table ledger of the first releases."""
     row, record = figures_row(step, "")
-    row.pop("heartbeat_at")
-    return {**row, "record": record}
+    return {**{k: v for k, v in row.items() if k in COLUMNS}, "record": record}

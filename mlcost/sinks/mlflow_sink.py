@@ -63,6 +63,9 @@ def step_tags(step: StepCost) -> dict[str, str]:
     )
     if "nodes" in step.context:
         tags["mlcost.nodes"] = step.context["nodes"]
+    if step.job_id is not None:
+        tags[names.TAG_JOB_ID] = step.job_id
+        tags[names.TAG_NODE_RANK] = str(step.node_rank)
     if step.gpu_type:
         tags[names.TAG_GPU_TYPE] = step.gpu_type
     if step.simulated:
@@ -105,6 +108,20 @@ def find_run(client: Any, experiment_ids: list[str] | None, step_id: str) -> Any
     return None
 
 
+def find_dag_run_parent(client: Any, experiment_ids: list[str], run_key: str) -> str | None:
+    """The run of the DAG run / pipeline run ``run_key`` (tagged ``mlcost.kind=dag_run``) that its steps
+    nest under, oldest first as the Airflow hook picks it; None when there is none."""
+    escaped = run_key.replace("'", "\\'")
+    runs = client.search_runs(
+        experiment_ids,
+        filter_string=f"tags.`mlcost.run_key` = '{escaped}' AND tags.`{names.TAG_KIND}` = '{names.KIND_DAG_RUN}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10,
+    )
+    runs = [r for r in runs if "mlcost.duplicate_of" not in r.data.tags]
+    return runs[0].info.run_id if runs else None
+
+
 def log_step(
     step: StepCost,
     series: dict[str, list[tuple[int, float]]] | None = None,
@@ -136,6 +153,8 @@ def log_step(
                 return run_id  # already complete: a replay adds nothing
         else:
             start_tags = {names.TAG_STEP_ID: step.step_id}
+            if parent_run_id is None and step.run_key:  # a replay: nest it where the live write would have
+                parent_run_id = find_dag_run_parent(client, [experiment_id], step.run_key)
             if parent_run_id:
                 start_tags["mlflow.parentRunId"] = parent_run_id
             run = client.create_run(

@@ -6,10 +6,11 @@ list of indices, ``GPU-<uuid>`` (any unambiguous prefix) or ``MIG-<uuid>`` (also
 ambiguous or repeated (so ``-1`` hides everything). Order is NVML's (PCI bus) order, which is CUDA's
 under ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` and on nodes of identical GPUs.
 
-A physical GPU with MIG mode on is never metered whole. Its index selects its first MIG instance,
-as CUDA does (a CUDA process enumerates one MIG device; the MIG user guide's "CUDA Device
-Enumeration"); its GPU UUID, or no ``CUDA_VISIBLE_DEVICES`` at all, selects every instance, which is
-what a launcher that hands instances to its workers is given. Each is metered as its slice.
+A physical GPU with MIG mode on is never metered whole. Its index selects its first MIG instance
+(NVML's MIG index 0), as CUDA does: a CUDA process enumerates one MIG device (the MIG user guide,
+"CUDA Device Enumeration"; nvitop's parser models CUDA the same way). Its GPU UUID, or no
+``CUDA_VISIBLE_DEVICES`` at all, selects every instance: the meter may wrap a launcher whose
+workers each get one, so the job's devices are all it was given. Each is metered as its slice.
 """
 
 from __future__ import annotations

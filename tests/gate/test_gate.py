@@ -252,3 +252,17 @@ def test_unknown_experiment_or_bad_filter_exits_2(store, tmp_path, capsys):
     assert rc == 2
     rc = main(["gate", "--policy", policy, "--ledger", str(tmp_path / "missing.db")])
     assert rc == 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--since", "garbage"), ("--until", "3000000d"), ("--since", "2999-01-01")]
+)
+def test_a_bad_period_exits_2_and_never_passes(store, tmp_path, flag, value, capsys):
+    # issue 16 item 3: `gate --ledger L --since garbage` compared the text with the timestamps, matched
+    # nothing and printed "All policies passed!"; an empty period (since after until) is bad input too
+    policy = _policy(tmp_path, "[budgets]\njob_usd = 1000\n")
+    extra = ["--until", "2999-01-01"] if value == "2999-01-01" else []
+    rc = main(["gate", "--policy", policy, "--ledger", store.ledger, flag, value, *extra])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert ("--since" in err or "--until" in err) and "Traceback" not in err and "passed" not in err

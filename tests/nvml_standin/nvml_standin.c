@@ -8,7 +8,7 @@
  * below are exported (-fvisibility=hidden): a binding that asks for another symbol, or a _v2 name
  * spelled wrong, gets NVML_ERROR_FUNCTION_NOT_FOUND from pynvml, as with an old driver.
  *
- * Configuration, read by nvmlInitWithFlags / nvmlInit_v2 (see tests/nvml_standin/README.md):
+ * Configuration, read by nvmlInitWithFlags / nvmlInit_v2:
  *   MLCOST_NVML_STANDIN_TRACE          CSV: t_s,device,util_pct,mem_used_gb,power_w
  *                                      [,sm_active_pct,tensor_active_pct,event]
  *   MLCOST_NVML_STANDIN_GPU            H100 (GPM), H200 (GPM), A100-80GB, A100-40GB, L4, T4,
@@ -25,6 +25,7 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,6 +337,30 @@ static nvmlReturn_t copy_string(char *dst, unsigned int length, const char *src)
 
 API void nvmlStandinSetTime(double t) { S.manual = 1; S.manual_t = t; }  /* tests only */
 API double nvmlStandinTraceTime(void) { return now(); }                   /* tests only */
+
+/* nvml.h's layouts as this compiler lays them out, for the test that holds pynvml's ctypes
+ * structs to them (sizes, and the offsets a wrong field order or type would move); -1: unknown */
+API long nvmlStandinLayout(const char *what) {
+    static const struct { const char *name; long value; } L[] = {
+        {"nvmlMemory_t", sizeof(nvmlMemory_t)},
+        {"nvmlMemory_t.used", offsetof(nvmlMemory_t, used)},
+        {"nvmlUtilization_t", sizeof(nvmlUtilization_t)},
+        {"nvmlDeviceAttributes_t", sizeof(nvmlDeviceAttributes_t)},
+        {"nvmlDeviceAttributes_t.gpuInstanceSliceCount", offsetof(nvmlDeviceAttributes_t, gpuInstanceSliceCount)},
+        {"nvmlDeviceAttributes_t.memorySizeMB", offsetof(nvmlDeviceAttributes_t, memorySizeMB)},
+        {"nvmlGpmSupport_t", sizeof(nvmlGpmSupport_t)},
+        {"nvmlGpmMetric_t", sizeof(nvmlGpmMetric_t)},
+        {"nvmlGpmMetric_t.nvmlReturn", offsetof(nvmlGpmMetric_t, nvmlReturn)},
+        {"nvmlGpmMetric_t.value", offsetof(nvmlGpmMetric_t, value)},
+        {"nvmlGpmMetric_t.metricInfo", offsetof(nvmlGpmMetric_t, metricInfo)},
+        {"nvmlGpmMetricsGet_t.sample1", offsetof(nvmlGpmMetricsGet_t, sample1)},
+        {"nvmlGpmMetricsGet_t.sample2", offsetof(nvmlGpmMetricsGet_t, sample2)},
+        {"nvmlGpmMetricsGet_t.metrics", offsetof(nvmlGpmMetricsGet_t, metrics)},
+    };
+    for (size_t i = 0; what && i < sizeof L / sizeof L[0]; i++)
+        if (strcmp(what, L[i].name) == 0) return L[i].value;
+    return -1;
+}
 
 API nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;

@@ -41,8 +41,47 @@ def test_the_standin_exports_exactly_what_the_backend_calls(standin_lib, run_sce
     for name in ("h100_pair", "mig_h100_two_profiles", "gpu_lost"):  # when run alone
         seen.update(run_scenario("sampler", name)["symbols"])
     assert seen <= exported, seen - exported
-    extras = {"nvmlInit_v2", "nvmlSystemGetDriverVersion", "nvmlStandinSetTime", "nvmlStandinTraceTime"}
+    extras = {"nvmlInit_v2", "nvmlSystemGetDriverVersion", "nvmlStandinSetTime", "nvmlStandinTraceTime",
+              "nvmlStandinLayout"}
     assert exported - seen - {"nvmlErrorString"} == extras
+
+
+LAYOUT = textwrap.dedent("""
+    import ctypes, json, sys
+    import pynvml as p
+    lib = ctypes.CDLL(sys.argv[1])
+    lib.nvmlStandinLayout.restype = ctypes.c_long
+    lib.nvmlStandinLayout.argtypes = [ctypes.c_char_p]
+    pairs = {
+        "nvmlMemory_t": ctypes.sizeof(p.c_nvmlMemory_t), "nvmlMemory_t.used": p.c_nvmlMemory_t.used.offset,
+        "nvmlUtilization_t": ctypes.sizeof(p.c_nvmlUtilization_t),
+        "nvmlDeviceAttributes_t": ctypes.sizeof(p.c_nvmlDeviceAttributes),
+        "nvmlDeviceAttributes_t.gpuInstanceSliceCount": p.c_nvmlDeviceAttributes.gpuInstanceSliceCount.offset,
+        "nvmlDeviceAttributes_t.memorySizeMB": p.c_nvmlDeviceAttributes.memorySizeMB.offset,
+        "nvmlGpmSupport_t": ctypes.sizeof(p.c_nvmlGpmSupport_t),
+        "nvmlGpmMetric_t": ctypes.sizeof(p.c_nvmlGpmMetric_t),
+        "nvmlGpmMetric_t.nvmlReturn": p.c_nvmlGpmMetric_t.nvmlReturn.offset,
+        "nvmlGpmMetric_t.value": p.c_nvmlGpmMetric_t.value.offset,
+        "nvmlGpmMetric_t.metricInfo": p.c_nvmlGpmMetric_t.metricInfo.offset,
+        "nvmlGpmMetricsGet_t.sample1": p.c_nvmlGpmMetricsGet_t.sample1.offset,
+        "nvmlGpmMetricsGet_t.sample2": p.c_nvmlGpmMetricsGet_t.sample2.offset,
+        "nvmlGpmMetricsGet_t.metrics": p.c_nvmlGpmMetricsGet_t.metrics.offset,
+    }
+    print(json.dumps({k: [v, lib.nvmlStandinLayout(k.encode())] for k, v in pairs.items()}))
+""")
+
+
+def test_pynvml_structs_have_nvml_h_layouts(standin_lib, standin_env):
+    """Every struct the backend exchanges with NVML, as pynvml's ctypes declares it, against
+    nvml.h's declaration as the C compiler lays it out (the metrics array's length differs by
+    header version; its element and offset do not)."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", LAYOUT, str(standin_lib / "libnvidia-ml.so.1")], env=standin_env(),
+                          capture_output=True, text=True, timeout=60, check=True)
+    layouts = json.loads(done.stdout)
+    assert all(c >= 0 for _, c in layouts.values()), layouts
+    assert {k: p for k, (p, c) in layouts.items() if p != c} == {}, layouts
 
 
 METER = textwrap.dedent("""
@@ -78,10 +117,12 @@ def _meter(standin_env, tmp_path, rows, seconds, header=sc.HEADER, **kw):
 
 def test_a_metered_step_through_pynvml_matches_the_trace_within_one_percent(standin_env, tmp_path):
     """tests/test_meter.py's figures, in real time, configured by the environment alone."""
-    rows = [(0.0, 0, 90, 30, 500, 40), (1.0, 0, 0, 30, 120, 0), (2.0, 0, 60, 50, 400, 10)]
+    # the changes come after the meter's first ledger write, which imports and opens the store (~1 s
+    # on a fresh process): the GIL it holds can stretch one sampling gap across a change
+    rows = [(0.0, 0, 90, 30, 500, 40), (2.0, 0, 0, 30, 120, 0), (3.0, 0, 60, 50, 400, 10)]
     from mlcost.telemetry.traces import load_trace, truth
 
-    step, _, t0 = _meter(standin_env, tmp_path, rows, 3.0, standin={"gpu": "A100-80GB"})
+    step, _, t0 = _meter(standin_env, tmp_path, rows, 4.0, standin={"gpu": "A100-80GB"})
     (device,) = step.devices
     expected = truth(load_trace(tmp_path / "trace.csv"), 0, t0, t0 + device.seconds)
     assert step.telemetry == "nvml" and not step.simulated and step.util_signal == "nvml_util"
@@ -127,3 +168,13 @@ def test_the_gpu_suite_passes_against_the_standin(standin_env, tmp_path):
                            str(here / "telemetry" / "test_gpu.py")], env=env, capture_output=True, text=True,
                           timeout=300, cwd=here.parent)
     assert done.returncode == 0 and " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+
+
+def test_without_a_compiler_the_build_says_so(monkeypatch, tmp_path):
+    """What the suite's skip reason rests on: no cc/gcc/clang (and no $CC) is named, not a crash."""
+    build = sys.modules["nvml_standin_build"]
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    assert build.compiler() is None
+    with pytest.raises(build.BuildError, match="no C compiler"):
+        build.build(tmp_path / "out")

@@ -67,7 +67,7 @@ def test_periodic_flushes_and_the_final_log_share_one_run_on_the_given_server(tm
     import time
 
     # the module that holds the meter is mlcost.metering
-    monkeypatch.setattr(importlib.import_module("mlcost.metering"), "MLFLOW_FLUSH_EVERY_S", 0.1)
+    monkeypatch.setattr(importlib.import_module("mlcost.checkpoints"), "MLFLOW_FLUSH_EVERY_S", 0.1)
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     with meter("train", gpu_type="H100", interval=0.02, experiment="ranker", tracking_uri=uri) as m:
         deadline = time.monotonic() + 30

@@ -90,7 +90,8 @@ EXPECTED_VISIBLE = {
     "visible_mig_uuid": [(1, "3g.40gb")],
     "mig_gpu_index": [(1, "1g.10gb")],  # CUDA: a MIG-enabled GPU's index means its first instance
 }
-EXPECTED_WARNING = {"power_not_supported": "power", "gpu_lost": "lost", "old_gpu_without_energy_counter": "energy"}
+EXPECTED_WARNING = {"power_not_supported": "power", "gpu_lost": "lost", "old_gpu_without_energy_counter": "energy",
+                    "driver_not_loaded": "Driver Not Loaded"}
 
 
 def write_trace(s: Scenario, folder: Path) -> Path:
@@ -167,13 +168,17 @@ def run_sampler(s: Scenario, backend: Any, set_time: Callable[[float], None]) ->
     }
 
 
-def run_meter(s: Scenario, backend: Any, ledger: str, seconds: float = 0.4) -> dict[str, Any]:
-    """A whole ``@metered`` step in real time: what it returns and the record it leaves."""
+def run_meter(s: Scenario, make_backend: Callable[[], Any] | None, ledger: str, seconds: float = 0.4) -> dict[str, Any]:
+    """A whole ``@metered`` step in real time: what it returns and the record it leaves.
+    ``make_backend`` (None: the meter's own choice from the environment) runs while warnings are
+    being counted, since opening NVML is where a missing driver is warned about."""
     from mlcost import metered
 
     handler = _Warnings()
     logging.getLogger("mlcost").addHandler(handler)
     try:
+        backend = make_backend() if make_backend else None
+
         @metered(f"scenario-{s.name}", interval=0.02, backend=backend, ledger=ledger)
         def body() -> int:
             time.sleep(seconds)  # a lower bound: the step outlives any loss time below it
@@ -342,9 +347,7 @@ def check_meter(s: Scenario, result: dict[str, Any]) -> None:
     record = result["record"]
     assert result["value"] == 42 and record["status"] == "succeeded", record
     if s.init_error is not None:
-        assert record["telemetry"] == "degraded" and "Driver Not Loaded" in " ".join(record["degraded_reasons"])
         assert record["gpus"] == 0
-        return
     check_warned_once(s, result)
 
 

@@ -23,5 +23,5 @@ def test_scenario_on_the_simulated_nvml(name, tmp_path, clock):
 def test_a_failing_call_leaves_a_degraded_record_and_the_steps_value(name, tmp_path):
     s = sc.SCENARIOS[name]
     nvml = sc.simulated_nvml(s, sc.write_trace(s, tmp_path), __import__("time").monotonic, start=None)
-    backend = _nvml(s.visible, explicit=True, nvml=nvml)
-    sc.check_meter(s, sc.run_meter(s, backend, str(tmp_path / "ledger.db")))
+    make = lambda: _nvml(s.visible, explicit=True, nvml=nvml)  # noqa: E731
+    sc.check_meter(s, sc.run_meter(s, make, str(tmp_path / "ledger.db")))

@@ -146,6 +146,14 @@ def total_usd(conn: sa.Connection, period: Period) -> float:
     return float(conn.execute(stmt).scalar_one())
 
 
+def simulated_steps(conn: sa.Connection, period: Period) -> tuple[int, int]:
+    """(steps counted in ``period``, how many of them ran on the simulated GPU): a report says when
+    its usage is not a real GPU's."""
+    stmt = sa.select(sa.func.count(), _count_if(figures.c.simulated == 1)).where(counted(), in_period(period))
+    steps, simulated = conn.execute(stmt).one()
+    return int(steps or 0), int(simulated or 0)
+
+
 def idle_waste(conn: sa.Connection, period: Period, by: str = "team") -> list[dict[str, Any]]:
     """Idle GPU-hours and idle $ per dimension, or per step ``name``."""
     _check_dims([by], (*DIMENSIONS, "name"))

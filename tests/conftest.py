@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-pytest_plugins = ("pg_server",)  # tests/pg_server.py: the session's real PostgreSQL (pg_server, pg_url)
+# tests/pg_server.py: the session's real PostgreSQL (pg_server, pg_url); tests/webhook.py: a loopback webhook
+pytest_plugins = ("pg_server", "webhook")
 
 _LEAKY = (
     "MLFLOW_TRACKING_URI",

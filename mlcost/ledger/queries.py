@@ -197,7 +197,7 @@ def spot_whatif(conn: sa.Connection, period: Period, workloads: Sequence[str]) -
 
 # unit economics --------------------------------------------------------------------------------------
 def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
-    """Per model: total $, retrains (distinct training runs: steps sharing a run key, or one step)
+    """Per model: total $, retrains (distinct training runs: steps sharing a run key or a job, or one step)
     and their $, inferences counted by inference steps (an ``inferences`` tag or context value) and
     their $. Steps refused at preflight are not runs: they cost $0 and never trained anything."""
     f = figures
@@ -209,9 +209,10 @@ def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
         sa.select(
             f.c.model,
             _sum0(f.c.total_usd).label("total_usd"),
-            sa.func.count(sa.distinct(sa.case((training, sa.func.coalesce(f.c.run_key, f.c.step_id))))).label(
-                "retrains"
-            ),
+            # a run: its steps share a run key; a job across nodes is one run of its node rows
+            sa.func.count(
+                sa.distinct(sa.case((training, sa.func.coalesce(f.c.run_key, f.c.job_id, f.c.step_id))))
+            ).label("retrains"),
             sa.func.sum(sa.case((training, f.c.total_usd))).label("training_usd"),
             sa.func.sum(sa.case((counted_inference, inferences))).label("inferences"),
             sa.func.sum(sa.case((counted_inference, f.c.total_usd))).label("inference_usd"),

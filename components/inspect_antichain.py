@@ -3,9 +3,15 @@
 Two tasks can overlap only if neither is (transitively) upstream of the other, so any set of tasks
 running at one instant is an *antichain* of the dependency order, and the heaviest antichain is a
 sound upper bound on concurrent GPUs — and a tight one, since durations can always be chosen to make
-it happen. By the weighted form of Dilworth's theorem it equals the total weight minus a maximum flow
-in a bipartite network built on the transitive closure, so it is exact in polynomial time rather
-than a guess or an exponential search.
+it happen. By the weighted form of Dilworth's theorem it equals the smallest number of paths through
+the DAG that pass each task at least its weight times: a minimum flow with lower bounds, computed
+exactly in polynomial time rather than guessed or searched for exponentially.
+
+The flow runs on the DAG's direct edges (a path may pass through a task without counting it), not
+on its transitive closure: the closure has a quadratic number of edges, and a hostile 500-task chain
+took seconds. A feasible flow sends each task's weight along source -> task -> sink; the minimum
+flow is that minus a maximum flow from sink to source in its residual network (Dinic's algorithm,
+iterative, so a long chain never meets Python's recursion limit).
 """
 
 from __future__ import annotations
@@ -21,82 +27,95 @@ def max_weight_antichain(weights: Mapping[str, int], upstream: Mapping[str, Set[
     :param upstream: node -> the nodes it directly depends on; names not in ``weights`` are ignored.
     :raises ValueError: the dependencies form a cycle.
     """
-    later = _descendants(weights, upstream)
-    nodes = [n for n in weights if weights[n] > 0]
-    if len(nodes) <= 1:
-        return sum(weights[n] for n in nodes)
-    # Network: source -> L(v) [w(v)], L(v) -> R(u) [inf] when v precedes u, R(u) -> sink [w(u)].
-    index = {n: i for i, n in enumerate(nodes)}
-    size = 2 * len(nodes) + 2
-    source, sink = size - 2, size - 1
-    big = sum(weights[n] for n in nodes) + 1
-    cap: list[dict[int, int]] = [{} for _ in range(size)]
+    edges = _edges(weights, upstream)
+    total = sum(weights.values())
+    positive = [n for n in weights if weights[n] > 0]
+    if len(positive) <= 1 or not edges:
+        return total
+    # Residual network of the feasible flow: node v is v_in = 2i, v_out = 2i + 1.
+    index = {n: i for i, n in enumerate(weights)}
+    source, sink = 2 * len(index), 2 * len(index) + 1  # the flow runs from `sink` back to `source`
+    big = total + 1
+    cap: list[dict[int, int]] = [{} for _ in range(2 * len(index) + 2)]
 
     def add(a: int, b: int, c: int) -> None:
         cap[a][b] = cap[a].get(b, 0) + c
         cap[b].setdefault(a, 0)
 
-    for n in nodes:
-        add(source, index[n], weights[n])
-        add(len(nodes) + index[n], sink, weights[n])
-        for m in later[n]:
-            if m in index:
-                add(index[n], len(nodes) + index[m], big)
-    return sum(weights[n] for n in nodes) - _max_flow(cap, source, sink)
+    for n, i in index.items():
+        add(2 * i, 2 * i + 1, big)  # pass through a task without counting it again
+        if weights[n] > 0:
+            add(sink, 2 * i + 1, weights[n])  # the feasible flow's v_out -> sink, undone
+            add(2 * i, source, weights[n])  # the feasible flow's source -> v_in, undone
+    for up, down in edges:
+        add(2 * index[up] + 1, 2 * index[down], big)
+    return total - _max_flow(cap, sink, source)
 
 
-def _descendants(weights: Mapping[str, int], upstream: Mapping[str, Set[str]]) -> dict[str, set[str]]:
-    downstream: dict[str, set[str]] = {n: set() for n in weights}
-    for node in weights:
-        for up in upstream.get(node, ()):
-            if up in downstream:
-                downstream[up].add(node)
-    result: dict[str, set[str]] = {}
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(node: str) -> set[str]:
-        if state.get(node) == 2:
-            return result[node]
-        if state.get(node) == 1:
-            raise ValueError(f"dependency cycle through task {node!r}")
-        state[node] = 1
-        seen: set[str] = set()
+def _edges(weights: Mapping[str, int], upstream: Mapping[str, Set[str]]) -> list[tuple[str, str]]:
+    """The direct (upstream, downstream) edges between known nodes; ValueError on a cycle
+    (Kahn's algorithm: no recursion, whatever the depth)."""
+    edges = [(up, node) for node in weights for up in upstream.get(node, ()) if up in weights and up != node]
+    if any(node in upstream.get(node, ()) for node in weights):
+        node = next(n for n in weights if n in upstream.get(n, ()))
+        raise ValueError(f"dependency cycle through task {node!r}")
+    indegree = dict.fromkeys(weights, 0)
+    downstream: dict[str, list[str]] = {n: [] for n in weights}
+    for up, down in edges:
+        indegree[down] += 1
+        downstream[up].append(down)
+    ready = deque(n for n, d in indegree.items() if d == 0)
+    seen = 0
+    while ready:
+        node = ready.popleft()
+        seen += 1
         for child in downstream[node]:
-            seen.add(child)
-            seen |= visit(child)
-        state[node] = 2
-        result[node] = seen
-        return seen
-
-    for node in weights:
-        visit(node)
-    return result
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    if seen != len(weights):
+        node = next(n for n, d in indegree.items() if d > 0)
+        raise ValueError(f"dependency cycle through task {node!r}")
+    return edges
 
 
 def _max_flow(cap: list[dict[int, int]], source: int, sink: int) -> int:
-    """Edmonds–Karp; pipelines have tens of tasks per DAG, so simplicity beats speed here."""
+    """Dinic: BFS levels, then blocking flows found by an iterative depth-first search."""
+    adjacency = [list(c) for c in cap]
     flow = 0
     while True:
-        parent = {source: source}
+        level = [-1] * len(cap)
+        level[source] = 0
         queue = deque([source])
-        while queue and sink not in parent:
+        while queue:
             a = queue.popleft()
-            for b, c in cap[a].items():
-                if c > 0 and b not in parent:
-                    parent[b] = a
+            for b in adjacency[a]:
+                if level[b] < 0 and cap[a][b] > 0:
+                    level[b] = level[a] + 1
                     queue.append(b)
-        if sink not in parent:
+        if level[sink] < 0:
             return flow
-        path_cap, b = None, sink
-        while b != source:
-            a = parent[b]
-            path_cap = cap[a][b] if path_cap is None else min(path_cap, cap[a][b])
-            b = a
-        assert path_cap is not None
-        b = sink
-        while b != source:
-            a = parent[b]
-            cap[a][b] -= path_cap
-            cap[b][a] += path_cap
-            b = a
-        flow += path_cap
+        pointer = [0] * len(cap)
+        while True:
+            path = [source]
+            while path and path[-1] != sink:
+                a = path[-1]
+                out = adjacency[a]
+                while pointer[a] < len(out):
+                    b = out[pointer[a]]
+                    if cap[a][b] > 0 and level[b] == level[a] + 1:
+                        path.append(b)
+                        break
+                    pointer[a] += 1
+                else:
+                    path.pop()  # a dead end for this phase
+                    level[a] = -1
+                    if path:
+                        pointer[path[-1]] += 1
+            if not path:
+                break
+            pushed = min(cap[path[i]][path[i + 1]] for i in range(len(path) - 1))
+            for i in range(len(path) - 1):
+                cap[path[i]][path[i + 1]] -= pushed
+                cap[path[i + 1]][path[i]] += pushed
+            flow += pushed

@@ -14,7 +14,6 @@ import ast
 import hashlib
 import importlib.util
 import inspect
-import json
 import os
 import tempfile
 import textwrap
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlcost.errors import ConfigError
+from mlcost.meter_options import MeterOptions, split_keywords
 
 METRICS_OUTPUT = "mlcost_metrics"
 K8S_GPU_RESOURCE = "nvidia.com/gpu"
@@ -44,19 +44,9 @@ def pod_packages(extras: tuple[str, ...] = ()) -> list[str]:
 def metered_component(
     func: Callable[..., Any] | None = None,
     *,
-    gpus: int | None = None,
-    gpu_type: str | None = None,
-    pricing: str = "on_demand",
-    budget_usd: float | None = None,
-    max_duration: str | float | None = None,
-    idle_timeout: str | float | None = None,
-    tags: dict[str, str] | None = None,
-    interval: float = 1.0,
-    nodes: int | None = None,
-    experiment: str | None = None,
     accelerator_type: str = K8S_GPU_RESOURCE,
     packages_to_install: list[str] | None = None,
-    **component_kwargs: Any,
+    **kwargs: Any,
 ) -> Any:
     """Use where ``@dsl.component`` is, with the meter's keywords::
 
@@ -64,32 +54,25 @@ def metered_component(
                            base_image="python:3.11")
         def train(rows: int, model: Output[Model]) -> float: ...
 
-    The component keeps its inputs, outputs and return value and gains ``mlcost_metrics:
-    Output[Metrics]`` (cost_usd, idle_cost_usd, gpu_hours, gpu_util_mean_pct, energy_kwh) for the
-    KFP UI. Used in a pipeline, the task requests ``gpus`` accelerators of ``accelerator_type``
-    (the Kubernetes resource, ``nvidia.com/gpu`` by default; Vertex AI names types like
-    ``NVIDIA_H100_80GB``). ``packages_to_install`` defaults to :func:`pod_packages`: the core meter,
-    pinned to this client's version; with a ``base_image`` that has it preinstalled, pip finds it
-    satisfied at once (or pass ``packages_to_install=[]``). Every other keyword goes to ``dsl.component``.
+    The meter's keywords are those of ``mlcost.meter()`` (:class:`mlcost.meter_options.MeterOptions`:
+    gpus, gpu_type, pricing, budget_usd, max_duration, idle_timeout, tags, interval, nodes,
+    experiment), checked here, when the pipeline is defined, not in the pod. The component keeps
+    its inputs, outputs and return value and gains ``mlcost_metrics: Output[Metrics]`` (cost_usd,
+    idle_cost_usd, gpu_hours, gpu_util_mean_pct, energy_kwh) for the KFP UI. Used in a pipeline,
+    the task requests ``gpus`` accelerators of ``accelerator_type`` (the Kubernetes resource,
+    ``nvidia.com/gpu`` by default; Vertex AI names types like ``NVIDIA_H100_80GB``).
+    ``packages_to_install`` defaults to :func:`pod_packages`: the core meter, pinned to this
+    client's version; with a ``base_image`` that has it preinstalled, pip finds it satisfied at once
+    (or pass ``packages_to_install=[]``). Every other keyword goes to ``dsl.component``.
     """
-    config: dict[str, Any] = {
-        "gpus": gpus,
-        "gpu_type": gpu_type,
-        "pricing": pricing,
-        "budget_usd": budget_usd,
-        "max_duration": max_duration,
-        "idle_timeout": idle_timeout,
-        "tags": tags,
-        "interval": interval,
-        "nodes": nodes,
-        "experiment": experiment,
-    }
-    _validate(config)
+    component_kwargs = dict(kwargs)
+    options = _validate(split_keywords(component_kwargs))
+    config = options.keywords()  # plain values (seconds, not "2h"): the pod gets them as a literal
 
     def build(fn: Callable[..., Any]) -> Any:
         from kfp.dsl import component_factory
 
-        wrapper, body = _generate(fn, {k: v for k, v in config.items() if v is not None})
+        wrapper, body = _generate(fn, config)
         additional = [body, *(component_kwargs.pop("additional_funcs", None) or [])]
         component = component_factory.create_component_from_func(
             wrapper,
@@ -97,22 +80,22 @@ def metered_component(
             additional_funcs=additional,
             **component_kwargs,
         )
-        return _with_resources(component, gpus=gpus, accelerator_type=accelerator_type)
+        return _with_resources(component, gpus=options.gpus, accelerator_type=accelerator_type)
 
     return build(func) if func is not None else build
 
 
-def _validate(config: dict[str, Any]) -> None:
-    """Fail at pipeline-definition time, not in the pod: a Meter is built (not entered: nothing is
-    sampled or written) so its own checks run; the policy file is the pod's, so it is left out."""
+def _validate(keywords: dict[str, Any]) -> MeterOptions:
+    """Fail at pipeline-definition time, not in the pod: the keywords are parsed (one definition,
+    MeterOptions) and a Meter is built (not entered: nothing is sampled or written) so its own
+    checks run too (a GPU type the catalog does not know); the policy file is the pod's, so it is
+    left out."""
     from mlcost.metering import Meter
     from mlcost.policy import Policy
 
-    Meter("component", **config, policy=Policy())
-    try:
-        json.dumps(config)
-    except TypeError as e:
-        raise ConfigError(f"meter arguments of a component must be plain values: {e}") from e
+    options = MeterOptions.parse(keywords, where="metered_component")
+    Meter("component", options=options, policy=Policy())
+    return options
 
 
 def _generate(fn: Callable[..., Any], config: dict[str, Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:

@@ -10,74 +10,99 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from typing import Any
 
 from mlcost import __version__
-from mlcost.errors import ConfigError, MissingExtra
 from mlcost.exit_status import ExitStatus
 
 # Modules that add subcommands through `register(subparsers)`; absent ones are skipped.
-_COMMAND_MODULES = ("mlcost.gate.command", "mlcost.reports.command")
+_COMMAND_MODULES = (
+    "mlcost.gate.command",
+    "mlcost.reports.command",
+    "mlcost.ledger.command",
+    "mlcost.budget_command",
+)
 
 
 def _sync(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from mlcost.sinks.ledger import Ledger
+    from mlcost.sinks.mlflow_reach import resolve_tracking_uri
     from mlcost.sync import sync
 
     ledger = Ledger(args.ledger)
+    if not ledger.path.exists() and ledger.shared:  # the outbox is made by this machine's first step
+        Console().print(f"Nothing to sync: no step has run on this machine yet (no outbox at {ledger.path}).")
+        return ExitStatus.OK
     if not ledger.path.exists():
         Console(stderr=True).print(f"[red]no ledger at {ledger.path}[/red] (set MLCOST_LEDGER or --ledger)")
         return ExitStatus.BAD_INPUT
-    result = sync(ledger, tracking_uri=args.tracking_uri, experiment=args.experiment)
     console = Console()
+    from mlcost.ledger.outbox import sync_outbox
+
+    line, delivered = sync_outbox(ledger)  # a shared ledger: its outbox first
+    if line:
+        console.print(line, highlight=False)
+    _retry_alerts(ledger, console)
+    if ledger.remote is not None and not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        return ExitStatus.OK if delivered else ExitStatus.FAILED  # a shared ledger and no MLflow: done
+    uri = resolve_tracking_uri(args.tracking_uri)  # none: an error, never a stray ./mlflow.db
+    result = _with_progress(console, lambda on_step: sync(ledger, tracking_uri=uri, experiment=args.experiment,
+                                                         on_step=on_step))  # fmt: skip
     for step_id, why in result.failed.items():
-        console.print(f"[red]failed[/red] {step_id}: {why}")
-    console.print(
-        f"Synced {len(result.synced)} step{'s' * (len(result.synced) != 1)} to MLflow"
-        + (
-            f", {len(result.failed)} failed (run `mlcost sync` again when MLflow is reachable)"
-            if result.failed
-            else "."
+        console.print(f"[red]failed[/red] {step_id}: {why}", soft_wrap=True)
+    plural = "s" * (result.kept != 1)
+    if result.unreachable:
+        Console(stderr=True).print(
+            f"mlcost sync: gave up on {result.server} ({result.unreachable}); synced {len(result.synced)}, "
+            f"kept {result.kept} step{plural} for the next `mlcost sync`",
+            soft_wrap=True,
         )
+        return ExitStatus.FAILED
+    console.print(
+        f"Synced {len(result.synced)} step{'s' * (len(result.synced) != 1)} to MLflow {result.server}"
+        + (f", {len(result.failed)} failed (kept for the next `mlcost sync`)" if result.failed else "."),
+        soft_wrap=True,
     )
-    return ExitStatus.OK if not result.failed else ExitStatus.FAILED
+    return ExitStatus.OK if not result.failed and delivered else ExitStatus.FAILED
+
+
+def _with_progress(console: Any, work: Any) -> Any:
+    """Run ``work(on_step)`` with a rich progress bar on a terminal (none in a pipe or a log)."""
+    if not console.is_terminal:
+        return work(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task("sync", total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _retry_alerts(ledger: object, console: object) -> None:
+    """Alerts that no webhook took when they were raised go out again (the policy's webhooks)."""
+    from mlcost.alerts import retry_undelivered
+    from mlcost.policy import Policy
+
+    hooks = Policy.load().alerts
+    if hooks.webhooks:
+        sent, failed = retry_undelivered(ledger, hooks.webhooks, timeout_s=hooks.timeout_s, retries=hooks.retries)
+        if sent or failed:
+            console.print(f"Alerts: {sent} delivered, {failed} still undelivered.")  # type: ignore[attr-defined]
 
 
 def _prices(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from mlcost.pricing.catalog import PriceCatalog
+    from mlcost.pricing.show import print_prices
 
-    catalog = PriceCatalog.load(args.prices)
-    table = Table(title=f"GPU prices, USD per GPU-hour ({'; '.join(catalog.sources)})")
-    for col in ("GPU", "on-demand", "spot", "reserved", "memory GB", "source", "as of"):
-        table.add_column(col)
-    for name in catalog.gpu_types:
-        if ":" in name and not args.mig:
-            continue
-        row = catalog.describe(name)
-
-        def fmt(pricing: str, name: str = name) -> str:
-            try:
-                return f"{catalog.gpu_hour_usd(name, pricing):.3f}"
-            except ConfigError:
-                return "-"
-
-        table.add_row(
-            name,
-            fmt("on_demand"),
-            fmt("spot"),
-            fmt("reserved"),
-            f"{catalog.memory_gb(name) or '-'}",
-            row.source or "",
-            row.as_of or "",
-        )
-    Console().print(table)
+    print_prices(PriceCatalog.load(args.prices), mig=args.mig, console=Console(), errors=Console(stderr=True))
     return ExitStatus.OK
 
 
@@ -98,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     sync = sub.add_parser("sync", help="replay ledger steps that MLflow missed (idempotent)")
-    sync.add_argument("--ledger", help="ledger file (default: $MLCOST_LEDGER or ~/.mlcost/ledger.db)")
+    sync.add_argument("--ledger", help="ledger file or database URL; a URL's outbox is drained into it first "
+                      "(default: $MLCOST_LEDGER or ~/.mlcost/ledger.db)")
     sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     sync.add_argument("--experiment", help="experiment for steps that had no run (default: mlcost)")
     sync.set_defaults(func=_sync)
@@ -124,19 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitStatus.BAD_INPUT
-    try:
-        return int(args.func(args))
-    except (ConfigError, MissingExtra) as e:
-        print(f"mlcost {args.command}: {e}", file=sys.stderr)
-        return ExitStatus.BAD_INPUT
-    except ModuleNotFoundError as e:  # an optional module imported past a require_extra check
-        from mlcost.extras import extra_for
+    from mlcost.error_boundary import run_command  # every failure: a message and exit 2, never exit 1
 
-        extra = extra_for(e.name or "")
-        if extra is None:
-            raise
-        print(f"mlcost {args.command}: {MissingExtra(extra, [e.name or ''])}", file=sys.stderr)
-        return ExitStatus.BAD_INPUT
+    return run_command(f"mlcost {args.command}", lambda: args.func(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

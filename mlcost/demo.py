@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -33,6 +35,18 @@ def demo_dag_file() -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"the demo DAG {DAG_FILE} is not in {', '.join(map(str, candidates))}")
+
+
+def command(name: str) -> str:
+    """How to type ``name`` so that it runs this environment's copy: the bare name when PATH finds
+    that copy, else its full path (a venv that was never activated is not on PATH)."""
+    here = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and here.exists() and Path(found).resolve() == here.resolve():
+        return name
+    if here.exists():
+        return shlex.quote(str(here))
+    return f"{shlex.quote(sys.executable)} -m {'mlcost.cli' if name == 'mlcost' else name}"
 
 
 def _nvml_available() -> bool:
@@ -85,7 +99,7 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
 
     args = _parse(argv_args)
     console = Console()
-    if not console.is_terminal:  # a pipe or a CI log: do not squeeze the table into 80 columns
+    if not console.is_terminal and not os.environ.get("COLUMNS"):  # a pipe or a CI log: room for the table
         console = Console(width=130)
     home = Path(getattr(args, "home", None) or tempfile.mkdtemp(prefix="mlcost-demo-")).resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -146,47 +160,46 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
     console.print(
         f"DAG run [{colour}]{result.state}[/{colour}] in {time.monotonic() - started:.0f} s (Airflow log: {log_path})"
     )
-    console.print(f"MLflow:  mlflow ui --backend-store-uri sqlite:///{mlflow_db}   (experiment 'mlcost-demo')")
-    console.print(f"Reports: mlcost report --ledger {ledger_path}")
+    # whole commands, never wrapped, naming this environment's executables when they are not on PATH
+    console.print(f"MLflow:  {command('mlflow')} ui --backend-store-uri sqlite:///{mlflow_db}   "
+                  "(experiment 'mlcost-demo')", soft_wrap=True, highlight=False)  # fmt: skip
+    console.print(f"Reports: {command('mlcost')} report --ledger {shlex.quote(str(ledger_path))}", soft_wrap=True,
+                  highlight=False)  # fmt: skip
     return 0 if result.state == "success" else 1
 
 
 def _print_table(console: Any, result: Any, ledger_path: Path, simulated: bool) -> None:
+    """The run's cost, one row per task, readable at 80 columns: the task name (the key) is never cut;
+    the telemetry is said once, in the title, unless a step's differs; wall time is GPU-h ÷ GPUs."""
+    from rich import box
     from rich.table import Table
 
     from mlcost.sinks.ledger import Ledger
 
     steps = {s.context.get("task_id", s.name): s for s in Ledger(ledger_path).steps(run_key=result.run_key)}
-    title = f"Cost of DAG run {result.dag_id} / {result.run_id}" + ("  [SIMULATED GPU]" if simulated else "")
-    table = Table(title=title)
-    for col, justify in (
-        ("task", "left"),
-        ("state", "left"),
-        ("GPUs (telemetry)", "left"),
-        ("wall s", "right"),
-        ("GPU-h", "right"),
-        ("util", "right"),
-        ("idle", "right"),
-        ("cost", "right"),
-        ("idle cost", "right"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    title = f"Cost of DAG run {result.dag_id}" + ("  [SIMULATED GPU]" if simulated else "")
+    usual = "simulated" if simulated else "nvml"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
+                  caption=f"run {result.run_id}", caption_justify="left")  # fmt: skip
+    width = max([len("task"), *(len(t) for t in result.tasks)])
+    table.add_column("task", no_wrap=True, min_width=width)
+    for col in ("state", "GPUs", "GPU-h", "util", "idle", "cost", "idle $"):
+        table.add_column(col, justify="left" if col in ("state", "GPUs") else "right", overflow="fold")
     total = idle = 0.0
     order = sorted(result.tasks, key=lambda t: (steps[t].started_at if t in steps else "~", t))
     for task_id in order:
         state = result.tasks[task_id]
         s = steps.get(task_id)
         if s is None or s.source != "meter":
-            wall = f"{s.duration_s:.1f}" if s is not None else ""
-            table.add_row(task_id, state, "not metered", wall, "", "", "", "", "")
+            table.add_row(task_id, state, "no GPU", "", "", "", "", "")
             continue
         total += s.total_usd
         idle += s.idle_usd
+        gpus = f"{s.gpus}x {s.gpu_type or '?'}" + ("" if s.telemetry == usual else f" ({s.telemetry})")
         table.add_row(
             task_id,
             state,
-            f"{s.gpus}x {s.gpu_type or '?'} ({s.telemetry})",
-            f"{s.duration_s:.1f}",
+            gpus,
             f"{s.gpu_hours:.4f}",
             "" if s.util_mean_pct is None else f"{s.util_mean_pct:.0f}%",
             "" if s.idle_fraction is None else f"{s.idle_fraction:.0%}",
@@ -194,5 +207,5 @@ def _print_table(console: Any, result: Any, ledger_path: Path, simulated: bool) 
             f"${s.idle_usd:.4f}",
         )
     table.add_section()
-    table.add_row("total", "", "", "", "", "", "", f"${total:.4f}", f"${idle:.4f}")
+    table.add_row("total", "", "", "", "", "", f"${total:.4f}", f"${idle:.4f}")
     console.print(table)

@@ -6,6 +6,7 @@ Vendor errors (pynvml, mlflow, pydantic) are caught where they happen and re-rai
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 
@@ -23,6 +24,7 @@ class ConfigError(MlcostError, ValueError):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None) -> None:
         self.source = source
         self.field = field
+        self.detail = message  # without the source and field prefix
         prefix = ""
         if source:
             prefix += f"{source}: "
@@ -143,3 +145,27 @@ class PreflightRefused(GuardrailBreached):
 
 class ProjectedBudgetExceeded(PreflightRefused, BudgetExceeded):
     """Refused before starting: the request × max duration × price is over the budget."""
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A bad value as an error message quotes it: short, and never a crash of its own.
+
+    ``repr`` of hostile input is unsafe: an integer of over 4,300 digits raises ``ValueError``, a
+    list nested 1,000 deep raises ``RecursionError``, and a YAML alias bomb expands to gigabytes.
+    """
+    try:
+        return _ShortRepr(limit).repr(value)
+    except Exception:  # the message must still be written
+        return f"a {type(value).__name__}"
+
+
+class _ShortRepr(reprlib.Repr):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 3, limit, limit, 40
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 6
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)

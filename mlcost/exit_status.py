@@ -12,7 +12,8 @@ from enum import IntEnum
 class ExitStatus(IntEnum):
     OK = 0  # done; within policy (warnings allowed)
     FAILED = 1  # the command ran and the answer is "no": a policy breached, the ledger invalid, steps unsynced
-    BAD_INPUT = 2  # a file, policy, experiment or query is wrong: fix the input, retrying will not help
+    BAD_INPUT = 2  # a file, policy, experiment or query is wrong: fix the input, retrying will not help;
+    # also any unexpected error (mlcost.error_boundary), so that a crash never reads as FAILED
 
     BREACHED = 1  # the gate's name for FAILED
     INVALID = 1  # the ledger validation's name for FAILED

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import threading
 import uuid
@@ -20,13 +19,16 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from mlcost.checkpoints import Checkpoints
 from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused, UnknownGpuType
-from mlcost.guardrails import StepLimits, check_live, preflight
+from mlcost.guardrails import StepLimits, preflight
 from mlcost.interrupt import Interrupter, StepInterrupted, TerminationHook
-from mlcost.names import PRICING_MODELS, WORKLOADS
+from mlcost.jobs import JobIdentity, detect_job, local_rank
+from mlcost.live_checks import LiveChecks
+from mlcost.meter_options import MeterOptions
 from mlcost.policy import Policy
 from mlcost.pricing.catalog import PriceCatalog
-from mlcost.pricing.cost import allocated_cost, price
+from mlcost.pricing.cost import allocated_cost, device_type, price
 from mlcost.sinks.ledger import Ledger
 from mlcost.step import (
     STATUS_BREACHED,
@@ -44,8 +46,6 @@ from mlcost.usage import Usage
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
-CHECKPOINT_EVERY_S = 30.0  # ledger refresh while running: what a SIGKILLed step leaves behind
-MLFLOW_FLUSH_EVERY_S = 300.0  # periodic MLflow flush for long steps
 _CI_TAGS = {
     "git_sha": ("GITHUB_SHA", "CI_COMMIT_SHA"),
     "branch": ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"),
@@ -64,54 +64,59 @@ class Meter:
         self,
         name: str,
         *,
-        gpus: int | None = None,
-        gpu_type: str | None = None,
-        pricing: str = "on_demand",
-        budget_usd: float | None = None,
-        max_duration: str | float | None = None,
-        idle_timeout: str | float | None = None,
-        tags: Mapping[str, str] | None = None,
-        interval: float = 1.0,
-        nodes: int | None = None,
         policy: Policy | str | os.PathLike[str] | None = None,
         catalog: PriceCatalog | str | os.PathLike[str] | None = None,
         ledger: Ledger | str | os.PathLike[str] | None = None,
         backend: GpuBackend | None = None,
         run_key: str | None = None,
         context: Mapping[str, str] | None = None,
-        experiment: str | None = None,
         mlflow_run_id: str | None = None,
         mlflow_parent_run_id: str | None = None,
         mlflow_timeout_s: float = 15.0,
         tracking_uri: str | None = None,
+        options: MeterOptions | None = None,
+        **keywords: Any,
     ) -> None:
+        """``keywords`` are the meter's keywords (:class:`mlcost.meter_options.MeterOptions`:
+        gpus, gpu_type, pricing, budget_usd, max_duration, idle_timeout, tags, interval, nodes,
+        job_id, node_rank, experiment), or pass them validated as ``options``; the rest is plumbing
+        for adapters."""
         # every check runs here, before anything starts; metered_component builds a Meter to run them
         # when the pipeline is defined
         if not name or not isinstance(name, str):
             raise ConfigError(f"a step needs a name, got {name!r}", field="name")
-        if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
-            raise ConfigError(f"gpus must be a non-negative integer, got {gpus!r}", field="gpus")
-        if pricing not in PRICING_MODELS:
-            raise ConfigError(f"unknown pricing {pricing!r}; allowed: {', '.join(PRICING_MODELS)}", field="pricing")
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.01 <= interval <= 3600:
-            raise ConfigError(f"interval must be between 0.01 and 3600 seconds, got {interval!r}", field="interval")
-        tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        if "workload" in tags and tags["workload"] not in WORKLOADS:
-            raise ConfigError(
-                f"unknown workload {tags['workload']!r}; allowed: {', '.join(WORKLOADS)}", field="tags.workload"
-            )
+        if options is None:
+            options = MeterOptions.parse(keywords)
+        elif keywords:
+            raise ConfigError(f"pass the meter's keywords as options= or one by one, not both: {', '.join(keywords)}")
+        self.options = options
+        gpus, gpu_type, tags = options.gpus, options.gpu_type, dict(options.tags)
         self.policy = policy if isinstance(policy, Policy) else Policy.load(policy)
         self.catalog = catalog if isinstance(catalog, PriceCatalog) else PriceCatalog.load(catalog)
         if gpu_type is not None:
             self.catalog.canonical(gpu_type)  # an unknown type lists the known ones
         self.limits = StepLimits.resolve(
-            name, self.policy, budget_usd=budget_usd, max_duration=max_duration, idle_timeout=idle_timeout
+            name,
+            self.policy,
+            budget_usd=options.budget_usd,
+            max_duration=options.max_duration,
+            idle_timeout=options.idle_timeout,
         )
         for key, env_names in _CI_TAGS.items():
             value = next((os.environ[e] for e in env_names if os.environ.get(e)), None)
             if value and key not in tags:
                 tags[key] = value
-        self.name, self.pricing, self.interval, self.nodes = name, pricing, float(interval), nodes
+        self.job: JobIdentity = detect_job(job_id=options.job_id, node_rank=options.node_rank, nodes=options.nodes)
+        # torchrun, srun and Kubeflow's launchers start one process per GPU: local rank 0 meters the node
+        self.leader = local_rank() == 0
+        nodes, experiment = (self.job.nodes if self.job.nodes > 1 else options.nodes), options.experiment
+        if gpus is not None and nodes and nodes > 1 and gpus % nodes:
+            raise ConfigError(
+                f"gpus={gpus} is the job's total over nodes={nodes}, so it must divide evenly "
+                "(each node is billed for its own share)",
+                field="gpus",
+            )
+        self.name, self.pricing, self.interval, self.nodes = name, options.pricing, options.interval, nodes
         self.tags = tags
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
         self._requested_gpus, self._requested_type = gpus, gpu_type
@@ -119,6 +124,7 @@ class Meter:
         self.run_key, self.context = run_key, dict(context or {})
         if nodes is not None:
             self.context.setdefault("nodes", str(nodes))  # the gate's max_nodes policy reads it
+        self.live: LiveChecks | None = None  # made at start, when the node's GPUs are known
         self.experiment, self.mlflow_run_id, self.mlflow_parent_run_id = experiment, mlflow_run_id, mlflow_parent_run_id
         self.mlflow_timeout_s = mlflow_timeout_s
         self.tracking_uri = tracking_uri  # default: MLflow's own (MLFLOW_TRACKING_URI)
@@ -129,30 +135,46 @@ class Meter:
         self._sampler: Sampler | None = None
         self._unit_price: float | None = None
         self._price_note: str | None = None
+        self._device_types: list[str] | None = None  # set when the devices differ (MIG profiles)
         self._started_at = ""
         self._exiting = False
+        self._in_body = False
         self._interrupts_sent = 0
-        self._last_checkpoint = self._last_flush = 0.0
-        self._flush_thread: threading.Thread | None = None
+        self._checkpoints = Checkpoints(
+            running=lambda: self._record(STATUS_RUNNING, self._sampler.usage()),  # type: ignore[union-attr]
+            write=self._write_ledger,
+            mlflow=lambda: self._mlflow_target() if self._mlflow_enabled() else None,
+        )
         self._finalizing = False
-        self._spend_deadline_s = math.inf  # elapsed seconds before which budget and duration cannot breach
+        self._windows: list[Any] = []  # the budget windows of this step, as seen at preflight
 
     # public while running ---------------------------------------------------------------------
     @property
     def gpus(self) -> int:
+        """This node's allocation: ``gpus`` over the job's nodes when given, else the devices seen."""
+        if self._requested_gpus is not None:
+            return self._requested_gpus // (self.nodes or 1)
+        return len(self._sampler.devices) if self._sampler else 0
+
+    @property
+    def job_gpus(self) -> int:
+        """The whole job's allocation: what ``max_gpus`` is checked against."""
         if self._requested_gpus is not None:
             return self._requested_gpus
-        return len(self._sampler.devices) if self._sampler else 0
+        return self.gpus * (self.nodes or 1)
 
     @property
     def gpu_type(self) -> str | None:
         if self._requested_type is not None:
             return self.catalog.canonical(self._requested_type)
+        return self.detected_gpu_type
+
+    @property
+    def detected_gpu_type(self) -> str | None:
+        """The first device's catalog type, as detected (the record's type when none is declared;
+        devices of other profiles are priced as their own, see :meth:`_resolve_price`)."""
         devices = self._sampler.devices if self._sampler else []
-        if devices and devices[0].gpu_type:
-            d = devices[0]
-            return f"{d.gpu_type}:{d.mig_profile}" if d.mig_profile else d.gpu_type
-        return None
+        return device_type(devices[0]) if devices else None
 
     def cost_so_far(self) -> float:
         """USD spent so far by the allocation (GPUs × elapsed × price): what the budget is checked on."""
@@ -167,6 +189,9 @@ class Meter:
 
     # context manager --------------------------------------------------------------------------
     def __enter__(self) -> Meter:
+        if not self.leader:
+            log.info("mlcost: step %r: local rank %d leaves this node's meter to local rank 0", self.name, local_rank())
+            return self
         backend = self._backend
         if backend is None:
             from mlcost.telemetry import open_backend
@@ -175,7 +200,7 @@ class Meter:
         self._sampler = Sampler(
             backend,
             interval=self.interval,
-            gpus_allocated=self._requested_gpus,
+            gpus_allocated=None if self._requested_gpus is None else self.gpus,
             idle_threshold_pct=self.limits.idle_threshold_pct,
             host=_host_sampler(),
             on_sample=self._on_sample,
@@ -185,28 +210,46 @@ class Meter:
         try:
             preflight(
                 self.name,
-                gpus=self.gpus,
+                gpus=self.job_gpus,
                 gpu_type=self.gpu_type,
                 gpu_hour_usd=self._unit_price,
                 limits=self.limits,
                 policy=self.policy,
                 nodes=self.nodes,
             )
+            self._windows = self._preflight_windows()
         except PreflightRefused as refusal:
             self._record_refusal(refusal)
             raise
-        self._spend_deadline_s = self.limits.spend_deadline_s(self.gpus, self._unit_price)
+        self.live = LiveChecks(
+            self.name,
+            self.limits,
+            job=self.job,
+            node_gpus=self.gpus,
+            job_gpus=self.job_gpus,
+            policy=self.policy,
+            tags=self.tags,
+            read=self.ledger.on_shared,
+        )
         self._started_at = _now()
-        self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
+        self.live.start(
+            step_id=self.step_id, started=datetime.fromisoformat(self._started_at), gpu_hour_usd=self._unit_price
+        )
         self._interrupter = Interrupter()
         self._term = TerminationHook(lambda: self._finalize(STATUS_KILLED, error="SIGTERM"))
+        self._checkpoints.start(self._sampler.start_t)
+        # sampling runs through the first ledger write: opening the store (engine, migrations) takes
+        # ~1 s the first time in a process, and a trace seen only at both ends of it is interpolated
         self._sampler.start_thread()
-        self._last_checkpoint = self._last_flush = self._sampler.start_t
+        self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
         if self._sampler.usage().simulated:
             log.warning("mlcost: step %r runs on a SIMULATED GPU (MLCOST_GPU_BACKEND=simulated)", self.name)
+        self._in_body = True  # from here a breach may interrupt: never inside __enter__, which has no __exit__
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if self._sampler is None:  # not the node's meter (local rank > 0): nothing was started
+            return False
         self._exiting = True
         try:
             if self.breach is not None:
@@ -227,11 +270,20 @@ class Meter:
 
     # internals --------------------------------------------------------------------------------
     def _resolve_price(self) -> float | None:
-        gpu_type = self.gpu_type
+        gpu_type, detected = self.gpu_type, self.detected_gpu_type
+        if self._requested_type is not None and detected is not None and detected != gpu_type:
+            _warn_mismatch(gpu_type, detected)
+        devices = self._sampler.devices if self._sampler else []
+        types = [device_type(d) for d in devices]
+        if self._requested_type is None and len(set(types)) > 1 and None not in types:
+            self._device_types = types  # type: ignore[assignment]  # each device priced as its own type
         if gpu_type is None:
             self._price_note = "GPU type unknown (pass gpu_type=...): the step is not priced"
             return None
         try:
+            if self._device_types:
+                return price(Usage(duration_s=3600.0, gpus_allocated=1), self.catalog, gpu_type, self.pricing,
+                             device_types=self._device_types).gpu_hour_usd
             return self.catalog.gpu_hour_usd(gpu_type, self.pricing)
         except UnknownGpuType as e:
             if self._requested_type is not None:
@@ -240,45 +292,17 @@ class Meter:
             return None
 
     def _on_sample(self, sampler: Sampler) -> None:
-        """On the sampler thread after each sample: live guardrails, checkpoints, periodic flush."""
-        if self.breach is None and not self._exiting:
-            idle_limit = self.limits.idle_timeout_s
-            idle_for = sampler.idle_for_s() if idle_limit is not None else None
-            if sampler.elapsed_s >= self._spend_deadline_s or (
-                idle_for is not None and idle_for > idle_limit.value
-            ):
-                breach = check_live(
-                    self.name,
-                    self.limits,
-                    elapsed_s=sampler.elapsed_s,
-                    spent_usd=self.cost_so_far(),
-                    idle_for_s=idle_for,
-                )
-                if breach is not None:
-                    self.breach = breach
-                    log.error("mlcost: %s", breach)
-        if self.breach is not None and not self._exiting and self._interrupts_sent < 3:
+        """On the sampler thread after each sample: the live checks, then the checkpoints."""
+        if self.breach is None and not self._exiting and self.live is not None:
+            idle_for = sampler.idle_for_s() if self.limits.idle_timeout_s is not None else None
+            breach = self.live.check(elapsed_s=sampler.elapsed_s, spent_usd=self.cost_so_far(), idle_for_s=idle_for)
+            if breach is not None:
+                self.breach = breach
+                log.error("mlcost: %s", breach)
+        if self.breach is not None and self._in_body and not self._exiting and self._interrupts_sent < 3:
             self._interrupts_sent += 1  # resent (at most 3x) in case the body swallowed the first
             self._interrupter.interrupt()
-        now = sampler.last_t
-        if now - self._last_checkpoint >= CHECKPOINT_EVERY_S:
-            self._last_checkpoint = now
-            self._write_ledger(self._record(STATUS_RUNNING, sampler.usage()))
-        flushing = self._flush_thread is not None and self._flush_thread.is_alive()
-        if now - self._last_flush >= MLFLOW_FLUSH_EVERY_S and not flushing and not self._exiting:
-            if not self._mlflow_enabled():
-                return
-            self._last_flush = now
-            from mlcost.sinks.mlflow_sink import flush_running
-
-            self._flush_thread = threading.Thread(
-                target=flush_running,
-                args=(self._record(STATUS_RUNNING, sampler.usage()),),
-                kwargs=self._mlflow_target(),
-                name="mlcost-mlflow-flush",
-                daemon=True,
-            )
-            self._flush_thread.start()
+        self._checkpoints.on_sample(sampler.last_t, ending=self._exiting)
 
     def _record(self, status: str, usage: Usage, error: str | None = None) -> StepCost:
         reasons = list(usage.degraded_reasons)
@@ -287,7 +311,7 @@ class Meter:
         gpu_type = self.gpu_type
         money: dict[str, Any] = {}
         if self._unit_price is not None and gpu_type is not None:
-            c = price(usage, self.catalog, gpu_type, self.pricing)
+            c = price(usage, self.catalog, gpu_type, self.pricing, device_types=self._device_types)
             money = {
                 "gpu_hour_usd": c.gpu_hour_usd,
                 "total_usd": c.total_usd,
@@ -309,6 +333,7 @@ class Meter:
             duration_s=usage.duration_s,
             gpus=usage.gpus_allocated,
             gpu_type=gpu_type,
+            detected_gpu_type=self.detected_gpu_type,
             pricing=self.pricing,
             tags=self.tags,
             run_key=self.run_key,
@@ -330,6 +355,9 @@ class Meter:
             breach=breach,
             error=error,
             mlflow_run_id=self.mlflow_run_id,
+            job_id=self.job.job_id,
+            node_rank=self.job.node_rank if self.job.job_id is not None else None,
+            nodes=self.nodes,
             **money,
         )
 
@@ -347,12 +375,14 @@ class Meter:
                 return None
             self._finalizing = True
             usage = self._sampler.stop()  # joins the sampler thread: no flush starts after this
-            if self._flush_thread is not None:  # a flush's running figures must be older than the end's
-                self._flush_thread.join(self.mlflow_timeout_s)
-            step = self._record(status, usage, error)
+            self._checkpoints.join(self.mlflow_timeout_s)
+            # Which MLflow run the step is meant for is settled before the ledger's sealed write, so
+            # a step whose write to the caller's active run fails is later synced into that run.
+            mlflow_on = self._mlflow_enabled()
+            step = self._with_spike(self._record(status, usage, error))
             self.cost = step
             self._write_ledger(step, series=self._sampler.series())
-            if self._mlflow_enabled():
+            if mlflow_on:
                 from mlcost.sinks.mlflow_sink import log_step_with_timeout
 
                 run_id = log_step_with_timeout(
@@ -364,6 +394,11 @@ class Meter:
                 )
                 if run_id:
                     self.cost = step.model_copy(update={"mlflow_run_id": run_id})
+                    if self.job.is_multi_node:
+                        from mlcost.sinks.mlflow_jobs import log_job_with_timeout
+
+                        log_job_with_timeout(self.cost, timeout_s=self.mlflow_timeout_s, **self._mlflow_target())
+            self._alert(self.cost, refused=False)
             log.info("mlcost: %s", self.cost.summary())
             return self.cost
 
@@ -386,6 +421,27 @@ class Meter:
         )
         self.cost = self._record(STATUS_BREACHED, usage, error=str(refusal))
         self._write_ledger(self.cost)
+        self._alert(self.cost, refused=True)
+
+    # budget windows, spikes and alerts: decided in mlcost.windows and mlcost.step_alerts ------
+    def _preflight_windows(self) -> list[Any]:
+        from mlcost.windows import check_windows
+
+        duration = self.limits.max_duration_s
+        projected = None
+        if duration is not None and self._unit_price is not None:
+            projected = allocated_cost(self.gpus, duration.value, self._unit_price)
+        return check_windows(self.name, self.policy, self.tags, projected_usd=projected, ledger=self.ledger)
+
+    def _with_spike(self, step: StepCost) -> StepCost:
+        from mlcost.step_alerts import with_spike
+
+        return with_spike(step, self.ledger)
+
+    def _alert(self, step: StepCost, *, refused: bool) -> None:
+        from mlcost.step_alerts import send_step_alerts
+
+        send_step_alerts(step, self.breach, refused=refused, policy=self.policy, ledger=self.ledger)
 
     def _mlflow_target(self) -> dict[str, Any]:
         """Where this step's MLflow run is: the same for the periodic flush and the final log, so
@@ -418,6 +474,17 @@ class Meter:
             self.ledger.write(step, series=series)
         except Exception as e:  # the job must not die because the ledger disk is full
             log.error("mlcost: could not write step %s to the ledger %s: %s", step.step_id, self.ledger.path, e)
+
+
+_mismatches_warned: set[tuple[str, str]] = set()
+
+
+def _warn_mismatch(declared: str, detected: str) -> None:
+    """Once per process and pair: a DAG of a hundred steps declared the same way says it once."""
+    if (declared, detected) not in _mismatches_warned:
+        _mismatches_warned.add((declared, detected))
+        log.warning("mlcost: gpu_type=%r was declared but this job runs on %s; it is priced as declared "
+                    "(the record keeps both)", declared, detected)
 
 
 def _host_sampler() -> Any | None:

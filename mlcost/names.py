@@ -1,7 +1,7 @@
 """The names users see: MLflow metric and tag keys, environment variables, ledger defaults.
 
 Defined once here and imported by every backend, sink and adapter so that they cannot drift apart
-(see DESIGN.md, "Names users will see").
+(see docs/architecture.md, "The public API").
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ TAG_DEGRADED_REASON = "mlcost.degraded_reason"
 TAG_BRANCH = "mlcost.branch"
 TAG_KIND = "mlcost.kind"  # on runs that are not one step
 KIND_DAG_RUN = "dag_run"  # the parent run of a DAG run: its steps' total, never a step itself
+KIND_JOB = "job"  # the parent run of a job across nodes: its nodes' total, never a step itself
+TAG_JOB_ID = "mlcost.job_id"  # on a job's parent run and on each node's run
+TAG_NODE_RANK = "mlcost.node_rank"  # on each node's run
 
 USER_TAG_KEYS = ("team", "project", "model", "workload")
 WORKLOADS = ("training", "inference", "evaluation", "data")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlcost.config_files import read_config_file, validation_error
 from mlcost.durations import parse_duration
@@ -23,7 +24,48 @@ _ENV_PREFIX = "MLCOST_"
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity as a limit would switch its check off (every comparison with NaN is false)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+SCOPE_KEYS = ("team", "project", "model", "workload")
+
+
+class BudgetWindow(_Table):
+    """A spend cap over a calendar period (UTC) for one scope: a team, project, model or workload,
+    or everyone when no scope key is set. Enforced at preflight from the ledger every machine shares."""
+
+    name: str | None = Field(default=None, description="default: from the scope and the period")
+    team: str | None = None
+    project: str | None = None
+    model: str | None = None
+    workload: str | None = None
+    period: Literal["day", "week", "month"]
+    usd: float = Field(ge=0, allow_inf_nan=False, description="the window's limit in USD")
+    warn_at_pct: list[float] = Field(default_factory=list, description="thresholds that alert, in % of usd")
+    stop_running: bool = Field(default=False, description="also stop running steps once the window is spent")
+
+    @field_validator("warn_at_pct")
+    @classmethod
+    def _thresholds(cls, values: list[float]) -> list[float]:
+        for v in values:
+            if not 0 < v < 100:
+                raise ValueError(f"each threshold must be between 0 and 100 (exclusive), got {v!r}")
+        return sorted(set(values))
+
+    @property
+    def scope(self) -> dict[str, str]:
+        return {k: v for k in SCOPE_KEYS if (v := getattr(self, k)) is not None}
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        scope = "-".join(self.scope.values()) or "all"
+        return f"{scope}-{self.period}ly" if self.period != "day" else f"{scope}-daily"
+
+    def applies_to(self, tags: Mapping[str, str]) -> bool:
+        return all(tags.get(k) == v for k, v in self.scope.items())
 
 
 class Budgets(_Table):
@@ -31,9 +73,19 @@ class Budgets(_Table):
     run_usd: float | None = Field(default=None, ge=0, description="one DAG run / pipeline run")
     max_duration: float | None = Field(default=None, ge=0, description="one step, seconds ('2h' accepted)")
 
+    windows: list[BudgetWindow] = Field(default_factory=list, description="spend caps over calendar periods")
+
     _duration = field_validator("max_duration", mode="before")(
         lambda v: parse_duration(v, field="budgets.max_duration")
     )
+
+    @model_validator(mode="after")
+    def _unique_window_names(self) -> Budgets:
+        labels = [w.label for w in self.windows]
+        duplicated = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicated:
+            raise ValueError(f"budget windows must have distinct names; repeated: {', '.join(duplicated)}")
+        return self
 
 
 class Cluster(_Table):
@@ -61,6 +113,23 @@ class Regression(_Table):
     baseline: str | None = Field(default=None, description="MLflow search filter selecting the baseline runs")
 
 
+class Alerts(_Table):
+    """Where alerts go: webhooks that take a POSTed JSON body with a ``text`` field (Slack-compatible)."""
+
+    webhooks: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=5.0, gt=0, le=60, allow_inf_nan=False)
+    retries: int = Field(default=2, ge=0, le=10)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"a webhook must be an http(s) URL with a host, got {url!r}")
+        return urls
+
+
 class Limits(_Table):
     """The tables that may appear both at the top level (enforced) and under ``[warn]`` (reported)."""
 
@@ -75,6 +144,7 @@ class Policy(Limits):
     """Everything ``mlcost.toml`` may say. ``warn`` holds the same tables, reported without failing."""
 
     warn: Limits = Limits()
+    alerts: Alerts = Alerts()
     source: str = Field(default="built-in defaults", exclude=True)
     env_overrides: dict[str, str] = Field(default_factory=dict, exclude=True)
 

@@ -24,10 +24,20 @@ class Breach(BaseModel):
     message: str
 
 
+class Spike(BaseModel):
+    """A step whose cost or GPU-hours sat far above its own history (same name and tags) at its end."""
+
+    metric: str  # "total_usd" or "gpu_hours"
+    value: float
+    median: float
+    z: float  # the modified z-score (mlcost.robust)
+    history: int  # how many earlier runs it was compared with
+
+
 class StepCost(BaseModel):
     """One step: what it was, what it used, what it cost, and whether it was allowed.
 
-    The public attributes of DESIGN.md (``total_usd``, ``idle_usd``, ``energy_usd``, ``energy_kwh``,
+    The public attributes of docs/architecture.md (``total_usd``, ``idle_usd``, ``energy_usd``, ``energy_kwh``,
     ``gpu_hours``, ``util_mean_pct``, ``mem_peak_gb``, ``idle_fraction``, ``telemetry``, ``devices``,
     ``samples``) are stable; the rest may grow.
     """
@@ -40,11 +50,15 @@ class StepCost(BaseModel):
     duration_s: float = 0.0
     gpus: int = 0  # allocated (billed)
     gpu_type: str | None = None  # as priced, e.g. "H100" or "H100:1g.10gb"
+    detected_gpu_type: str | None = None  # as NVML saw it (first device); differs when declared otherwise
     pricing: str = "on_demand"
     tags: dict[str, str] = Field(default_factory=dict)
     run_key: str | None = None  # groups steps of one DAG run / pipeline run
     context: dict[str, str] = Field(default_factory=dict)  # e.g. airflow dag_id, task_id, try_number
     source: str = "meter"  # "meter" or "listener" (un-metered Airflow task)
+    job_id: str | None = None  # a job across nodes: one record per node, the job is their sum
+    node_rank: int | None = None
+    nodes: int | None = None
 
     # money
     gpu_hour_usd: float | None = None
@@ -74,10 +88,16 @@ class StepCost(BaseModel):
     breach: Breach | None = None
     error: str | None = None
     mlflow_run_id: str | None = None
+    spike: Spike | None = None
 
     @property
     def degraded(self) -> bool:
         return bool(self.degraded_reasons)
+
+    @property
+    def gpu_type_mismatch(self) -> bool:
+        """A declared gpu_type that is not the GPU the step ran on: priced as declared, shown in reports."""
+        return bool(self.detected_gpu_type and self.gpu_type and self.detected_gpu_type != self.gpu_type)
 
     @property
     def team(self) -> str | None:

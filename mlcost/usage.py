@@ -22,6 +22,7 @@ class DeviceUsage(BaseModel):
     mig_profile: str | None = None
     seconds: float = 0.0  # time this device was metered (stops if it was lost)
     samples: int = 0
+    util_signal: str | None = None  # nvml_util / gpm_sm_activity / none (MIG on A100/A30: idle unknown)
     util_mean_pct: float | None = None  # of the step's util signal, time-weighted
     util_peak_pct: float | None = None
     nvml_util_mean_pct: float | None = None  # NVML's "a kernel was running", kept beside GPM figures
@@ -78,22 +79,27 @@ class Usage(BaseModel):
         return max(0, self.gpus_allocated - len(self.devices))
 
     @property
+    def _judged(self) -> list[DeviceUsage]:
+        """Allocated devices whose utilisation was read: one without a signal (MIG on A100/A30)
+        is neither busy nor idle, it is unknown."""
+        return [d for d in self.devices[: self.gpus_allocated or None] if d.util_signal != "none"]
+
+    @property
     def observed_gpu_seconds(self) -> float:
         """GPU-seconds we know the state of: metered devices plus allocated GPUs the job never
         touched (known idle). Time after a device was lost is unknown and left out."""
-        metered = sum(d.seconds for d in self.devices[: self.gpus_allocated or None])
-        return metered + self._unseen_gpus * self.duration_s
+        return sum(d.seconds for d in self._judged) + self._unseen_gpus * self.duration_s
 
     @property
     def idle_gpu_seconds(self) -> float:
-        metered = sum(d.idle_seconds for d in self.devices[: self.gpus_allocated or None])
-        return metered + self._unseen_gpus * self.duration_s
+        return sum(d.idle_seconds for d in self._judged) + self._unseen_gpus * self.duration_s
 
     @property
     def idle_fraction(self) -> float | None:
         """Share of observed allocated GPU time below the idle threshold; None when nothing was
-        observed (no telemetry), so a missing meter never reads as 'fully busy' or 'fully idle'."""
-        if not self.devices:
+        observed (no telemetry, or no device with a utilisation signal), so a missing meter never
+        reads as 'fully busy' or 'fully idle'."""
+        if not self.devices or not (self._judged or self._unseen_gpus):
             return None
         observed = self.observed_gpu_seconds
         return self.idle_gpu_seconds / observed if observed > 0 else None

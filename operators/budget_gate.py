@@ -48,23 +48,23 @@ class RunSpend:
 
 
 def spend_from_ledger(run_key: str, ledger: Any = None) -> RunSpend:
-    """Sum the run's steps in the local ledger; every try counts (money spent is spent)."""
-    from mlcost.sinks.ledger import Ledger
+    """Sum the run's metered steps in the ledger (a ``Ledger``, a path or a URL: the shared one
+    when the workers share one), in the database; every try counts, a lost or running one too
+    (money spent is spent)."""
+    from mlcost.ledger.queries import reading, run_spend
 
-    book = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
     spend = RunSpend(run_key)
     by_task: dict[str, float] = defaultdict(float)
     by_model: dict[str, float] = defaultdict(float)
-    for step in book.steps(run_key=run_key):
-        if step.source != "meter":
-            continue
-        task = step.context.get("task_id") or step.name
-        spend.total_usd += step.total_usd
-        spend.idle_usd += step.idle_usd
-        spend.steps += 1
-        by_task[task] += step.total_usd
-        if step.model:
-            by_model[step.model] += step.total_usd
+    with reading(ledger) as conn:
+        rows = run_spend(conn, run_key)
+    for r in rows:
+        spend.total_usd += r["total_usd"]
+        spend.idle_usd += r["idle_usd"]
+        spend.steps += int(r["steps"])
+        by_task[r["task"]] += r["total_usd"]
+        if r["model"]:
+            by_model[r["model"]] += r["total_usd"]
     spend.by_task, spend.by_model = dict(by_task), dict(by_model)
     return spend
 
@@ -109,9 +109,9 @@ class BudgetGateOperator(BaseOperator):
 
     :param budget_usd: the run budget; default ``budgets.run_usd`` of the policy (templated)
     :param model_ceilings: also check ``[[models]] max_cost_per_run_usd`` of the policy
-    :param source: ``"ledger"`` (the local ledger, default) or ``"mlflow"``
+    :param source: ``"ledger"`` (default; the shared one when ``MLCOST_LEDGER`` is a URL) or ``"mlflow"``
     :param policy: a policy file; default ``$MLCOST_POLICY`` / ``./mlcost.toml``
-    :param ledger: a ledger path; default ``$MLCOST_LEDGER``
+    :param ledger: a ledger path or URL; default ``$MLCOST_LEDGER``
     :param top: how many of the costliest tasks the failure message lists
     :param mlflow_tracking_uri: with ``source="mlflow"``: the tracking URI (default: as the hook finds it)
     :param experiment: with ``source="mlflow"``: the experiment of the step runs
@@ -175,20 +175,20 @@ class BudgetGateOperator(BaseOperator):
     def _close_mlflow_parent(self, run_key: str, *, failed: bool) -> None:
         """The gate is the DAG run's last word: sum the task runs onto the DAG run's MLflow run and end
         it (FINISHED, or FAILED when the gate fails). Best effort: MLflow never decides the gate."""
-        from mlcost.operators.hooks.mlflow_runs import MlflowRunsHook
+        from mlcost.operators.hooks.mlflow_runs import MlflowRunsHook, bounded
 
         hook = MlflowRunsHook(tracking_uri=self.mlflow_tracking_uri)
-        try:
-            uri = hook.tracking_uri()
-            if not uri:
+
+        def close() -> None:
+            if not hook.tracking_uri():
                 return
             parent_id = hook.find_dag_run_parent(run_key, experiment=self.experiment)
             if parent_id is None:
                 return
             hook.get_conn().set_tag(parent_id, "mlcost.gate", "failed" if failed else "passed")
             hook.update_parent_totals(parent_id, run_key, final_status="FAILED" if failed else "FINISHED")
-        except Exception as e:
-            log.warning("mlcost: could not close the DAG run's MLflow run: %s", e)
+
+        bounded(close, "closing the DAG run's MLflow run")
 
     def _breaches(self, spend: RunSpend, policy: Any) -> list[str]:
         found = []

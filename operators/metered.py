@@ -23,6 +23,7 @@ from mlcost.operators.version_compat import (
 )
 
 from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused
+from mlcost.meter_options import MeterOptions, split_keywords
 from mlcost.names import ENV_MLFLOW_TRACKING_URI
 
 if TYPE_CHECKING:
@@ -49,6 +50,15 @@ def breach_message(task_id: str, e: GuardrailBreached) -> str:
     else:
         observed = f"observed {e.observed}"
     return f"mlcost guardrail {e.limit_name} on task {task_id!r}: {e} [limit {e.limit}, {observed}, policy: {e.policy}]"
+
+
+def _templated(name: str, value: Any, template_fields: Sequence[str]) -> bool:
+    """A templated keyword whose value Airflow renders at run time: checked then, not at parse time."""
+    if name not in template_fields:
+        return False
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    return isinstance(value, Mapping) and any(isinstance(v, str) and "{{" in v for v in value.values())
 
 
 class MeteredOperator(BaseOperator):
@@ -92,18 +102,8 @@ class MeteredOperator(BaseOperator):
         operator: BaseOperator | None = None,
         op_args: Collection[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
-        gpus: int | None = None,
-        gpu_type: str | None = None,
-        pricing: str = "on_demand",
-        budget_usd: float | None = None,
-        max_duration: str | float | None = None,
-        idle_timeout: str | float | None = None,
-        tags: Mapping[str, str] | None = None,
-        interval: float = 1.0,
-        nodes: int | None = None,
         policy: str | None = None,
         step_name: str | None = None,
-        experiment: str | None = None,
         mlflow_conn_id: str | None = None,
         mlflow_tracking_uri: str | None = None,
         **kwargs: Any,
@@ -116,16 +116,20 @@ class MeteredOperator(BaseOperator):
             if not isinstance(operator, BaseOperator):
                 raise TypeError(f"operator must be an Airflow operator, got {type(operator).__name__}")
             detach_from_dag(operator)
+        meter_keywords = split_keywords(kwargs)  # the meter's keywords, one definition: MeterOptions
+        # checked now, where the DAG is parsed; a templated value ("{{ ... }}") once it is rendered
+        MeterOptions.parse(
+            {k: v for k, v in meter_keywords.items() if not _templated(k, v, self.template_fields)},
+            where=f"{type(self).__name__}",
+        )
         super().__init__(**kwargs)
         self.python_callable = python_callable
         self.operator = operator
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
-        self.gpus, self.gpu_type, self.pricing = gpus, gpu_type, pricing
-        self.budget_usd, self.max_duration, self.idle_timeout = budget_usd, max_duration, idle_timeout
-        self.tags = dict(tags or {})
-        self.interval, self.nodes, self.policy = interval, nodes, policy
-        self.step_name, self.experiment = step_name, experiment
+        for name, field in MeterOptions.model_fields.items():  # template fields must be attributes
+            setattr(self, name, meter_keywords.get(name, field.get_default(call_default_factory=True)))
+        self.policy, self.step_name = policy, step_name
         self.mlflow_conn_id, self.mlflow_tracking_uri = mlflow_conn_id, mlflow_tracking_uri
         self._meter: Meter | None = None
 
@@ -186,21 +190,18 @@ class MeteredOperator(BaseOperator):
         }
         parent = self._mlflow_parent(run_key, dag_id, run_id)
         try:
+            # rendered templates are text ("40"); the rest was checked in __init__
+            options = MeterOptions.parse(
+                {name: getattr(self, name) for name in MeterOptions.model_fields}, text=True, where=ti.task_id
+            )
+            if parent is not None:
+                options = options.model_copy(update={"experiment": self._experiment_name()})
             return Meter(
                 self.step_name or ti.task_id,
-                gpus=int(self.gpus) if self.gpus not in (None, "") else None,
-                gpu_type=self.gpu_type or None,
-                pricing=self.pricing,
-                budget_usd=float(self.budget_usd) if self.budget_usd not in (None, "") else None,
-                max_duration=self.max_duration,
-                idle_timeout=self.idle_timeout,
-                tags=self.tags,
-                interval=self.interval,
-                nodes=self.nodes,
+                options=options,
                 policy=self.policy,
                 run_key=run_key,
                 context=step_context,
-                experiment=self.experiment if parent is None else self._experiment_name(),
                 mlflow_parent_run_id=parent,
                 tracking_uri=self._tracking_uri(),
             )
@@ -247,27 +248,29 @@ class MeteredOperator(BaseOperator):
     def _mlflow_parent(self, run_key: str, dag_id: str, run_id: str) -> str | None:
         if not self._tracking_uri():
             return None
-        try:
-            parent = self._hook().dag_run_parent(
+        from mlcost.operators.hooks.mlflow_runs import bounded
+
+        # MLflow down: the step still runs; `mlcost sync` later nests it under the DAG run's run
+        parent = bounded(
+            lambda: self._hook().dag_run_parent(
                 run_key,
                 experiment=self.experiment,
                 run_name=f"{dag_id}/{run_id}",
                 tags={"mlcost.dag_id": dag_id, "mlcost.run_id": run_id},
-            )
-            self._parent_run_id = parent
-            return parent
-        except Exception as e:  # MLflow down: the step still runs; `mlcost sync` replays it later
-            log.warning("mlcost: could not find or create the MLflow run of DAG run %s: %s", run_key, e)
-            return None
+            ),
+            f"the MLflow run of DAG run {run_key}",
+        )
+        self._parent_run_id = parent
+        return parent
 
     def _update_parent(self, m: Meter) -> None:
         parent = getattr(self, "_parent_run_id", None)
-        if not parent or m.run_key is None:
-            return
-        try:
-            self._hook().update_parent_totals(parent, m.run_key)
-        except Exception as e:
-            log.warning("mlcost: could not update the DAG run's MLflow totals: %s", e)
+        if not parent or m.run_key is None or m.cost is None or not m.cost.mlflow_run_id:
+            return  # no parent, or the step itself did not reach MLflow: do not wait on it twice
+        from mlcost.operators.hooks.mlflow_runs import bounded
+
+        run_key = m.run_key
+        bounded(lambda: self._hook().update_parent_totals(parent, run_key), "the DAG run's MLflow totals")
 
     def _push_cost(self, context: Context, step: StepCost | None) -> None:
         if step is None:

@@ -1,184 +1,278 @@
-"""The Cost view: cost by DAG, task, team and model, with the idle share, read from the ledger.
+"""The Cost view: what each DAG, task, team and model spent on GPUs, how much of it idled, and
+what the policy stopped; as pictures and tables for people at ``/``, as JSON for scripts at ``/api``.
 
 Served by the Airflow 3 API server as a plugin FastAPI app (``fastapi_apps``) and linked from the
-UI's navigation (``external_views``). HTML for people at ``/``, JSON for scripts at ``/api/...``.
-It reads the ledger with SQL (the ledger is built for that) and writes nothing.
+UI's navigation (``external_views``). A plugin app gets no authentication from Airflow unless it
+asks, so every route but ``/health`` takes :data:`FiltersDep`, which asks Airflow's auth manager
+who the user is and which DAGs they may read (``plugins/auth.py``); the queries
+(``plugins/cost_queries.py``) aggregate in the database and the pictures (``plugins/charts.py``) are
+drawn on the server. It reads the ledger and writes nothing.
 """
 
 from __future__ import annotations
 
-import html
 import os
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-GROUPS: dict[str, tuple[str, ...]] = {
-    "dag": ("dag_id",),
-    "task": ("dag_id", "task_id"),
-    "team": ("team",),
-    "model": ("model",),
-}
-_EXPR = {
-    "dag_id": "COALESCE(json_extract(record, '$.context.dag_id'), '(none)')",
-    "task_id": "COALESCE(json_extract(record, '$.context.task_id'), name)",
-    "team": "COALESCE(team, '(untagged)')",
-    "model": "COALESCE(model, '(untagged)')",
-}
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, RedirectResponse
+from mlcost.plugins import cost_queries as q
+from mlcost.plugins.auth import DagScopeDep, login_url
+from mlcost.plugins.page import render_page
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
 
-
-def _where(since: str | None, dag_id: str | None) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    if since:
-        clauses.append("started_at >= ?")
-        args.append(since)
-    if dag_id:
-        clauses.append(f"{_EXPR['dag_id']} = ?")
-        args.append(dag_id)
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+API_DESCRIPTION = """GPU cost from the mlcost ledger, by DAG, task, team and model, for the user's
+readable DAGs only. Authenticate as for Airflow's own REST API: a Bearer token from `POST /auth/token`,
+or the UI's session cookie. Every endpoint takes the same filters: `period` (`24h`, `7d`, `30d`,
+`all`; default `30d`) or a custom `since`/`until` (ISO 8601, `until` exclusive), and `dag_id`, `team`.
+Steps of no DAG (plain Python, Kubeflow) are included only for users who may read every DAG. Figures
+are US dollars; a `simulated` flag marks figures metered on a simulated GPU."""
 
 
-def cost_by(ledger: Any, group: str, *, since: str | None = None, dag_id: str | None = None) -> list[dict]:
-    """Rows of ``{<keys>, total_usd, idle_usd, idle_share, gpu_hours, steps, runs, ...}``, costliest first."""
-    keys = GROUPS[group]
-    select = ", ".join(f"{_EXPR[k]} AS {k}" for k in keys)
-    where, args = _where(since, dag_id)
-    sql = (
-        f"SELECT {select}, SUM(COALESCE(total_usd, 0)) AS total_usd, SUM(COALESCE(idle_usd, 0)) AS idle_usd, "
-        "SUM(COALESCE(gpu_hours, 0)) AS gpu_hours, SUM(COALESCE(duration_s, 0)) AS duration_s, COUNT(*) AS steps, "
-        "COUNT(DISTINCT run_key) AS runs, SUM(source = 'meter') AS metered_steps, "
-        "SUM(status IN ('failed', 'breached', 'killed')) AS failed_steps, MAX(simulated) AS simulated "
-        f"FROM steps {where} GROUP BY {', '.join(keys)} ORDER BY total_usd DESC, {', '.join(keys)}"
+def filters(
+    scope: DagScopeDep,
+    period: Annotated[str | None, Query(description="24h, 7d, 30d or all (default 30d)")] = None,
+    since: Annotated[str | None, Query(description="custom period start, ISO 8601, inclusive")] = None,
+    until: Annotated[str | None, Query(description="custom period end, ISO 8601, exclusive")] = None,
+    dag_id: Annotated[str | None, Query(description="only this DAG")] = None,
+    team: Annotated[str | None, Query(description="only this team (`(untagged)` for none)")] = None,
+) -> q.Filters:
+    try:
+        return q.period_filters(scope, period=period, since=since, until=until, dag_id=dag_id, team=team)
+    except ValueError as e:
+        raise HTTPException(status_code=400, detail=str(e)) from None
+
+
+FiltersDep = Annotated[q.Filters, Depends(filters)]
+
+
+class Sums(BaseModel):
+    total_usd: float
+    idle_usd: float
+    idle_share: float | None = Field(description="idle_usd / total_usd; null when nothing was spent")
+    gpu_hours: float
+    steps: int
+    runs: int
+    metered_steps: int
+    failed_steps: int = Field(description="failed, breached, killed or lost")
+    refused_steps: int = Field(description="refused by a guardrail before they started (spent $0)")
+    lost_steps: int = Field(description="stopped reporting (no heartbeat); counted with their last usage")
+    simulated: bool = Field(description="some figures were metered on a simulated GPU")
+
+
+class CostRow(Sums):
+    dag_id: str | None = None
+    task_id: str | None = None
+    team: str | None = None
+    model: str | None = None
+
+
+class Period(BaseModel):
+    period: str
+    since: str | None
+    until: str | None
+    dag_id: str | None
+    team: str | None
+
+
+class CostsOut(BaseModel):
+    group: str
+    filters: Period
+    rows: list[CostRow]
+    total_usd: float
+
+
+class TotalsOut(BaseModel):
+    filters: Period
+    totals: Sums
+
+
+class Series(BaseModel):
+    key: str = Field(description="the team or DAG id; `(other)` sums those past the top ones")
+    usd: list[float] = Field(description="one figure per entry of `days`")
+    total_usd: float
+
+
+class DailyOut(BaseModel):
+    by: str
+    filters: Period
+    days: list[str]
+    series: list[Series]
+    total_usd: float
+
+
+class StepRow(BaseModel):
+    step_id: str
+    name: str
+    status: str
+    flag: str | None = Field(description="`refused` or `lost`, else null")
+    started_at: str
+    dag_id: str | None
+    task_id: str | None
+    run_id: str | None
+    team: str
+    total_usd: float
+    idle_usd: float
+    gpus: int | None
+    simulated: bool
+    mlflow_run_id: str | None
+    breach: str | None
+    links: dict[str, str] = Field(description="`airflow` (the task instance) and `mlflow` (the run), when known")
+
+
+class StepsOut(BaseModel):
+    filters: Period
+    steps: list[StepRow]
+
+
+class RunRow(BaseModel):
+    run_key: str
+    dag_id: str | None
+    started_at: str
+    total_usd: float
+    idle_usd: float
+    steps: int
+
+
+class RunsOut(BaseModel):
+    filters: Period
+    runs: list[RunRow]
+
+
+class Health(BaseModel):
+    status: str
+
+
+def _period(f: q.Filters) -> Period:
+    return Period(period=f.period, since=f.since, until=f.until, dag_id=f.dag_id, team=f.team)
+
+
+def mlflow_ui() -> str | None:
+    """The MLflow UI a run links to: ``MLFLOW_TRACKING_URI`` when it is a server (http/https)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
+def step_links(row: dict[str, Any], airflow_root: str) -> dict[str, str]:
+    """Links to the step's Airflow task instance and MLflow run, where the ledger knows them."""
+    from urllib.parse import quote
+
+    links = {}
+    if row.get("dag_id") and row.get("run_id") and row.get("task_id"):
+        dag, run, task = (quote(str(row[k]), safe="") for k in ("dag_id", "run_id", "task_id"))
+        ti = f"{airflow_root}/dags/{dag}/runs/{run}/tasks/{task}"
+        if str(row.get("map_index", "-1")) not in ("-1", ""):
+            ti += f"/mapped/{quote(str(row['map_index']))}"
+        links["airflow"] = ti
+    ui = mlflow_ui()
+    if ui and row.get("mlflow_run_id"):
+        links["mlflow"] = f"{ui}/#/runs/{quote(str(row['mlflow_run_id']), safe='')}"
+    return links
+
+
+def airflow_root(request: Request) -> str:
+    """The Airflow UI's root path, as seen from this mounted app (``/mlcost`` stripped)."""
+    from mlcost.plugins.cost_plugin import URL_PREFIX
+
+    root = request.scope.get("root_path", "")
+    return root[: -len(URL_PREFIX)] if root.endswith(URL_PREFIX) else ""
+
+
+def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
+    """The app the plugin mounts (built on its first request, see :class:`LazyApp`). ``ledger``
+    defaults to ``$MLCOST_LEDGER``: a SQLite path or a SQLAlchemy URL."""
+    from mlcost.plugins.version_compat import get_auth_manager
+
+    # OpenAPI at /openapi.json; no /docs page, since FastAPI's Swagger UI loads from a CDN (air-gapped Airflows).
+    app = FastAPI(
+        title="mlcost Cost view", version="1", description=API_DESCRIPTION, docs_url=None, redoc_url=None
     )
-    out = []
-    for row in ledger.rows(sql, tuple(args)):
-        d = dict(row)
-        d["idle_share"] = (d["idle_usd"] / d["total_usd"]) if d["total_usd"] else None
-        d["simulated"] = bool(d["simulated"])
-        out.append(d)
-    return out
+    app.state.auth_manager = get_auth_manager()  # what Airflow's security dependencies read
+    engines: dict[str, Engine] = {}
 
+    def engine() -> Engine:
+        key = str(ledger if ledger is not None else os.environ.get("MLCOST_LEDGER", ""))
+        if key not in engines:
+            engines[key] = q.engine_for(ledger)
+        return engines[key]
 
-def dag_runs(ledger: Any, *, since: str | None = None, dag_id: str | None = None, limit: int = 50) -> list[dict]:
-    """The latest DAG runs with their total and idle cost."""
-    where, args = _where(since, dag_id)
-    extra = "run_key IS NOT NULL" if not where else "AND run_key IS NOT NULL"
-    sql = (
-        f"SELECT run_key, {_EXPR['dag_id']} AS dag_id, MIN(started_at) AS started_at, "
-        "SUM(COALESCE(total_usd, 0)) AS total_usd, SUM(COALESCE(idle_usd, 0)) AS idle_usd, COUNT(*) AS steps "
-        f"FROM steps {where or 'WHERE'} {extra} GROUP BY run_key ORDER BY started_at DESC LIMIT ?"
-    )
-    return [dict(r) for r in ledger.rows(sql, (*args, int(limit)))]
+    def steps_with_links(rows: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
+        root = airflow_root(request)
+        return [{**r, "links": step_links(r, root)} for r in rows]
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page(
+        request: Request,
+        f: FiltersDep,
+        stack: Annotated[str, Query(description="team or dag")] = "team",
+    ) -> str:
+        if stack not in ("team", "dag"):
+            stack = "team"
+        with engine().connect() as conn:
+            return render_page(conn, f, stack=stack, link=lambda r: step_links(r, airflow_root(request)))
 
-def _money(v: Any) -> str:
-    return "" if v is None else f"${float(v):,.4f}"
+    @app.exception_handler(HTTPException)
+    async def to_login(request: Request, exc: HTTPException) -> Any:
+        """The page sends a browser without a valid session to Airflow's login, and back after it;
+        the API answers 401/403 as Airflow's own API does."""
+        if request.scope.get("endpoint") is page and exc.status_code in (401, 403):
+            return RedirectResponse(login_url(request), status_code=303)
+        return await http_exception_handler(request, exc)
 
+    @app.get("/api/totals", response_model=TotalsOut, summary="Sums over the filtered steps")
+    def api_totals(f: FiltersDep) -> dict:
+        with engine().connect() as conn:
+            return {"filters": _period(f), "totals": q.totals(conn, f)}
 
-def _table(title: str, rows: Sequence[dict], keys: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
-    head += "<th>cost</th><th>idle cost</th><th>idle share</th><th>GPU-hours</th><th>steps</th><th>runs</th>"
-    body = []
-    for r in rows:
-        cells = "".join(f"<td>{html.escape(str(r[k]))}</td>" for k in keys)
-        share = "" if r["idle_share"] is None else f"{r['idle_share']:.0%}"
-        sim = " <small>(simulated GPU)</small>" if r.get("simulated") else ""
-        cells += (
-            f"<td class=n>{_money(r['total_usd'])}{sim}</td><td class=n>{_money(r['idle_usd'])}</td>"
-            f"<td class=n>{share}</td><td class=n>{r['gpu_hours']:.4f}</td><td class=n>{r['steps']}</td>"
-            f"<td class=n>{r['runs']}</td>"
-        )
-        body.append(f"<tr>{cells}</tr>")
-    empty = f"<tr><td colspan={len(keys) + 6}>no steps recorded yet</td></tr>"
-    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{''.join(body) or empty}</table>"
+    @app.get("/api/costs", response_model=CostsOut, summary="Cost by DAG, task, team or model, costliest first")
+    def api_costs(f: FiltersDep, group: Annotated[str, Query(description="dag, task, team or model")] = "dag") -> dict:
+        if group not in q.GROUPS:
+            raise HTTPException(status_code=400, detail=f"group must be one of {', '.join(q.GROUPS)}")
+        with engine().connect() as conn:
+            rows = q.cost_by(conn, group, f)
+        return {"group": group, "filters": _period(f), "rows": rows, "total_usd": sum(r["total_usd"] for r in rows)}
 
+    @app.get("/api/daily", response_model=DailyOut, summary="Spend per UTC day, one series per team or DAG")
+    def api_daily(f: FiltersDep, by: Annotated[str, Query(description="team or dag")] = "team") -> dict:
+        if by not in ("team", "dag"):
+            raise HTTPException(status_code=400, detail="by must be team or dag")
+        with engine().connect() as conn:
+            return {"filters": _period(f), **q.spend_per_day(conn, by, f)}
 
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1b1f24}table{border-collapse:collapse;"
-    "margin-bottom:1.5rem}th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left}"
-    "td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f6f8fa}h1{margin-top:0}"
-)
-
-
-def render_page(ledger: Any, *, since: str | None = None, dag_id: str | None = None) -> str:
-    parts = [
-        f"<!doctype html><html><head><meta charset=utf-8><title>mlcost: cost</title><style>{_STYLE}</style></head>",
-        "<body><h1>GPU cost</h1>",
-        f"<p>Ledger: <code>{html.escape(str(ledger.path))}</code>"
-        + (f" &middot; since {html.escape(since)}" if since else "")
-        + (f" &middot; DAG {html.escape(dag_id)}" if dag_id else "")
-        + " &middot; JSON: <a href='api/costs?group=dag'>api/costs</a></p>",
-    ]
-    for group, title in (("dag", "By DAG"), ("task", "By task"), ("team", "By team"), ("model", "By model")):
-        parts.append(_table(title, cost_by(ledger, group, since=since, dag_id=dag_id), GROUPS[group]))
-    runs = dag_runs(ledger, since=since, dag_id=dag_id, limit=20)
-    rows = "".join(
-        f"<tr><td>{html.escape(r['run_key'])}</td><td>{html.escape(str(r['started_at']))}</td>"
-        f"<td class=n>{_money(r['total_usd'])}</td><td class=n>{_money(r['idle_usd'])}</td>"
-        f"<td class=n>{r['steps']}</td></tr>"
-        for r in runs
-    )
-    parts.append(
-        "<h2>Latest DAG runs</h2><table><tr><th>run</th><th>started</th><th>cost</th><th>idle cost</th>"
-        f"<th>steps</th></tr>{rows}</table></body></html>"
-    )
-    return "".join(parts)
-
-
-def create_app(ledger_path: str | os.PathLike[str] | None = None) -> Any:
-    """The FastAPI app (imported only here: workers that load the plugin for its listener never
-    import FastAPI). ``ledger_path`` defaults to ``$MLCOST_LEDGER``, read per request."""
-    from fastapi import FastAPI, HTTPException, Query
-    from fastapi.responses import HTMLResponse
-
-    from mlcost.sinks.ledger import Ledger
-
-    app = FastAPI(title="mlcost cost view", description="GPU cost by DAG, task, team and model, from the ledger")
-
-    def ledger() -> Ledger:
-        return Ledger(ledger_path)
-
-    @app.get("/", response_class=HTMLResponse)
-    def page(since: str | None = None, dag_id: str | None = None) -> str:
-        return render_page(ledger(), since=since, dag_id=dag_id)
-
-    @app.get("/api/costs")
-    def costs(
-        group: str = Query("dag", description="dag, task, team or model"),
-        since: str | None = None,
-        dag_id: str | None = None,
+    @app.get("/api/top-steps", response_model=StepsOut, summary="The costliest steps, or those that idled most")
+    def api_top_steps(
+        request: Request,
+        f: FiltersDep,
+        order: Annotated[str, Query(description="total or idle")] = "total",
+        limit: Annotated[int, Query(ge=1, le=500)] = 10,
     ) -> dict:
-        if group not in GROUPS:
-            raise HTTPException(status_code=400, detail=f"group must be one of {', '.join(GROUPS)}")
-        rows = cost_by(ledger(), group, since=since, dag_id=dag_id)
-        return {"group": group, "rows": rows, "total_usd": sum(r["total_usd"] for r in rows)}
+        if order not in ("total", "idle"):
+            raise HTTPException(status_code=400, detail="order must be total or idle")
+        with engine().connect() as conn:
+            rows = q.top_steps(conn, f, order=order, limit=limit)
+        return {"filters": _period(f), "steps": steps_with_links(rows, request)}
 
-    @app.get("/api/runs")
-    def runs(since: str | None = None, dag_id: str | None = None, limit: int = 50) -> dict:
-        return {"runs": dag_runs(ledger(), since=since, dag_id=dag_id, limit=limit)}
+    @app.get("/api/flagged", response_model=StepsOut, summary="Steps refused before they started, and lost steps")
+    def api_flagged(request: Request, f: FiltersDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+        with engine().connect() as conn:
+            rows = q.flagged_steps(conn, f, limit=limit)
+        return {"filters": _period(f), "steps": steps_with_links(rows, request)}
 
-    @app.get("/health")
+    @app.get("/api/runs", response_model=RunsOut, summary="The latest DAG runs with their cost")
+    def api_runs(f: FiltersDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
+        with engine().connect() as conn:
+            return {"filters": _period(f), "runs": q.dag_runs(conn, f, limit=limit)}
+
+    @app.get("/health", response_model=Health, summary="Liveness: the view can read its ledger")
     def health() -> dict:
-        return {"status": "ok", "ledger": str(ledger().path)}
+        """Public, like Airflow's own health endpoint, so it says nothing about where the ledger is."""
+        try:
+            with engine().connect() as conn:
+                q.totals(conn, q.Filters(scope=q.DagScope(all_dags=False)))
+        except Exception:
+            return {"status": "ledger unreachable"}
+        return {"status": "ok"}
 
     return app
-
-
-class LazyApp:
-    """An ASGI app that builds :func:`create_app` on its first request.
-
-    Airflow loads plugins in every component, task processes included (for the listener); this
-    keeps the plugin module free of FastAPI there, and only the API server ever builds the app.
-    """
-
-    def __init__(self, ledger_path: str | os.PathLike[str] | None = None) -> None:
-        self.ledger_path = ledger_path
-        self._app: Any = None
-
-    @property
-    def app(self) -> Any:
-        if self._app is None:
-            self._app = create_app(self.ledger_path)
-        return self._app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)

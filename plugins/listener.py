@@ -49,7 +49,7 @@ def record(ti: Any, status: str, error: Any = None) -> None:
 
         from mlcost.operators.metered import run_key_for
 
-        from mlcost.sinks.ledger import Ledger
+        from mlcost.ledger import Ledger  # the local outbox first, then the shared ledger when one is set
         from mlcost.step import STATUS_RUNNING, StepCost
 
         step_id = _step_id(ti)

@@ -1,11 +1,19 @@
 """Shared fixtures: every test gets its own ledger and an empty policy, and nothing from the
-developer's shell (tracking URI, CI variables, a GPU backend choice) leaks in."""
+developer's shell (tracking URI, CI variables, a GPU backend choice) leaks in.
+
+Except into the ``gpu`` suite: ``MLCOST_GPU_BACKEND=nvml pytest -m gpu`` runs the tests marked
+``gpu`` against the NVML that the shell names (a real driver, or the stand-in on LD_LIBRARY_PATH),
+with the shell's ``CUDA_VISIBLE_DEVICES``; without an explicit backend they skip.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
+
+pytest_plugins = ("pg_server",)  # tests/pg_server.py: the session's real PostgreSQL (pg_server, pg_url)
 
 _LEAKY = (
     "MLFLOW_TRACKING_URI",
@@ -22,15 +30,37 @@ _LEAKY = (
     "GITHUB_HEAD_REF",
     "GITHUB_RUN_ID",
     "GITHUB_STEP_SUMMARY",
+    # a launcher's job identity (mlcost.jobs): a test run under SLURM or torchrun is not a job's node
+    "MLCOST_JOB_ID",
+    "MLCOST_NODE_RANK",
+    "MLCOST_NODES",
+    "TORCHELASTIC_RUN_ID",
+    "GROUP_RANK",
+    "LOCAL_RANK",
+    "SLURM_JOB_ID",
+    "SLURM_NODEID",
+    "SLURM_NNODES",
+    "SLURM_LOCALID",
+    "PET_NNODES",
+    "PET_NODE_RANK",
 )
 
 
+_GPU_SUITE_KEEPS = ("MLCOST_GPU_BACKEND", "CUDA_VISIBLE_DEVICES")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: runs against the GPU backend the shell names (MLCOST_GPU_BACKEND=nvml)")
+
+
 @pytest.fixture(autouse=True)
-def isolated_mlcost(tmp_path_factory, monkeypatch):
+def isolated_mlcost(request, tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("mlcost")
+    explicit = request.node.get_closest_marker("gpu") is not None and os.environ.get("MLCOST_GPU_BACKEND")
     for name in _LEAKY:
-        monkeypatch.delenv(name, raising=False)
-    for name in list(__import__("os").environ):
+        if not (explicit and name in _GPU_SUITE_KEEPS):
+            monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
         if name.startswith("MLCOST_") and "__" in name:
             monkeypatch.delenv(name)
     policy = home / "empty-policy.toml"
@@ -47,8 +77,12 @@ def isolated_mlcost(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def mlflow_uri(tmp_path, monkeypatch):
-    """A real MLflow tracking store on a SQLite file, set as the tracking URI."""
+    """A real MLflow tracking store on a SQLite file, set as the tracking URI. Its schema is made
+    here, so a meter's first write does not race its MLflow timeout on a loaded machine."""
+    from mlflow.tracking import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).search_experiments()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 

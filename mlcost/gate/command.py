@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="check the ledger's steps (default path: $MLCOST_LEDGER or ~/.mlcost/ledger.db)",
     )
-    p.add_argument("--since", help="ledger: steps started at or after this ISO time")
-    p.add_argument("--until", help="ledger: steps started before this ISO time")
+    p.add_argument("--since", help="ledger: steps started at or after this ISO date/time, or a span back (7d)")
+    p.add_argument("--until", help="ledger: steps started before this time (exclusive), same forms")
     p.add_argument("--pipeline", action="append", default=[], metavar="FILE", help="compiled KFP pipeline YAML")
     p.add_argument(
         "--no-history",
@@ -74,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the gate as its own program (``python -m mlcost.gate.command``)."""
     parser = argparse.ArgumentParser(prog="mlcost gate")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    from mlcost.error_boundary import run_command
+
+    return run_command("mlcost gate", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from mlcost.gate.policies import exit_status
 
     try:
-        result = gate(args)
+        with _mlflow_scope(args):
+            result = gate(args)
     except (ConfigError, MissingExtra) as e:
         print(f"mlcost gate: {e}", file=sys.stderr)
         return int(ExitStatus.BAD_INPUT)
@@ -90,16 +94,32 @@ def run(args: argparse.Namespace) -> int:
     return int(exit_status(result))
 
 
+def _mlflow_scope(args: argparse.Namespace) -> Any:
+    """When the gate reads MLflow (``--experiment``, or a pipeline's history on ``--tracking-uri``):
+    a tracking server is required, probed first and its retries bounded, so an outage is one line
+    and exit 2 within seconds, never minutes of retries and a "policy breached" exit 1."""
+    from contextlib import nullcontext
+
+    from mlcost.sinks.mlflow_reach import reading_mlflow
+
+    history_on_mlflow = bool(args.pipeline) and not args.no_history and bool(args.tracking_uri)
+    if args.experiment or history_on_mlflow:
+        return reading_mlflow(args.tracking_uri)
+    return nullcontext()
+
+
 def gate(args: argparse.Namespace) -> Any:
     """Load the policy and the runs, evaluate; raises ConfigError on bad input."""
     from mlcost.gate import records as rec
     from mlcost.gate.policies import ERROR, evaluate
+    from mlcost.period import Period
     from mlcost.policy import Policy
 
     if args.engine == "gx":
         from mlcost.extras import require_extra
 
         require_extra("gx", what="mlcost gate --engine gx")
+    Period.parse(args.since, args.until)  # a bad --since/--until is bad input (exit 2), never "no steps"
     policy = Policy.load(args.policy) if args.policy else Policy.load()
     tracking_uri = args.tracking_uri or None
     experiments: list[str] = list(args.experiment or [])
@@ -115,11 +135,11 @@ def gate(args: argparse.Namespace) -> Any:
             + (f" where {args.filter_string}" if args.filter_string else "")
         )
     if use_ledger:
-        from mlcost.sinks.ledger import ledger_path as resolve
+        from mlcost.ledger.target import resolve
 
         runs += rec.from_ledger(ledger_path, args.filter_string, since=args.since, until=args.until)
         sources.append(
-            f"ledger {resolve(ledger_path)}" + (f" where {args.filter_string}" if args.filter_string else "")
+            f"ledger {resolve(ledger_path).masked}" + (f" where {args.filter_string}" if args.filter_string else "")
         )
 
     def baseline(flt: str) -> list[rec.RunRecord]:
@@ -137,6 +157,12 @@ def gate(args: argparse.Namespace) -> Any:
     else:
         result = evaluate(policy, runs, baseline)
     result.sources = sources
+    lost = [r for r in runs if r.status == "lost"]
+    if lost:  # counted like any step (money spent is spent), and said: they may be still-running work
+        result.notes.append(
+            f"{len(lost)} lost step{'s' * (len(lost) != 1)} (no heartbeat for the lost limit: killed, or its "
+            f"node gone) counted with the cost of the last checkpoint: {', '.join(r.label for r in lost[:10])}"
+        )
     history, history_off = (None, "") if not args.pipeline else pipeline_history(args, experiments, tracking_uri)
     for path in args.pipeline:
         projection, findings = check_pipeline_file(path, policy, history=history, history_off=history_off)
@@ -304,7 +330,15 @@ def _emit(result: Any, args: argparse.Namespace) -> None:
     if args.format == "json":
         print(to_json(result))
         return
-    print(markdown, end="")
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal:  # a person at a terminal: tables that fit it; a pipe or CI log gets Markdown
+        from mlcost.gate.render import to_terminal
+
+        to_terminal(result, console)
+    else:
+        print(markdown, end="")
     tip = hint(result)
     if tip:
         print(tip, file=sys.stderr)

@@ -100,41 +100,27 @@ def _epoch(iso: str | None) -> float:
 
 
 class LedgerHistory:
-    """Succeeded metered steps of the ledger at ``path``, one indexed SQL query per batch of names
-    (over the ledger's ``step_figures`` table: the ``steps`` view's columns without the records)."""
+    """Succeeded metered steps of the ledger at ``path`` (a path or URL), read through the query
+    layer: one indexed query per step name (the ledger indexes name, started_at)."""
 
     label = "ledger"
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        from mlcost.sinks.ledger import FIGURES_TABLE, Ledger, ledger_path
+        from mlcost.ledger.book import open_ledger
 
-        if not ledger_path(path).exists():
-            raise ConfigError(
-                f"no ledger at {ledger_path(path)} (set MLCOST_LEDGER or pass --ledger)", field="--ledger"
-            )
-        self.ledger = Ledger(path)
-        self.table = FIGURES_TABLE  # the flat columns without the JSON records: a narrow scan
-        self.where = f"ledger {self.ledger.path}"
+        self.ledger = open_ledger(path)  # read-only, checked: ConfigError naming --ledger
+        self.where = f"ledger {self.ledger.where}"
 
     def runs(
         self, step_names: Iterable[str], window: int, tags: Mapping[str, str] | None = None
     ) -> dict[str, list[PastRun]]:
+        from mlcost.ledger.queries import reading, succeeded_runs
+
         wanted = sorted(set(step_names))
         if not wanted:
             return {}
-        tags = narrowing_tags(tags)
-        marks = ", ".join("?" for _ in wanted)
-        tagged = "".join(f" AND {key} = ?" for key in tags)  # keys are ledger columns (USER_TAG_KEYS)
-        # newest `window` per name (the ledger indexes name, started_at)
-        sql = f"""
-            SELECT name, step_id, duration_s, started_at FROM (
-                SELECT name, step_id, duration_s, started_at,
-                       ROW_NUMBER() OVER (PARTITION BY name ORDER BY started_at DESC, step_id DESC) AS k
-                FROM {self.table}
-                WHERE name IN ({marks}) AND status = ? AND source = ? AND duration_s IS NOT NULL{tagged}
-            ) WHERE k <= ?
-        """
-        rows = self.ledger.rows(sql, (*wanted, STATUS_SUCCEEDED, _METERED_SOURCE, *tags.values(), window))
+        with reading(self.ledger) as conn:
+            rows = succeeded_runs(conn, wanted, window, narrowing_tags(tags), source=_METERED_SOURCE)
         out: dict[str, list[PastRun]] = {}
         for r in rows:
             out.setdefault(r["name"], []).append(

@@ -7,9 +7,8 @@ A "run" of a model, for per-model ceilings and regression, is the set of steps s
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlcost import names
@@ -33,6 +32,7 @@ class RunRecord:
     status: str | None = None
     source: str = "mlflow"  # "mlflow" or "ledger"
     tags: dict[str, str] = field(default_factory=dict)
+    job_id: str | None = None  # one node of a job across nodes (merged into the job by merge_jobs)
 
     @property
     def group(self) -> str:
@@ -43,6 +43,42 @@ class RunRecord:
     def label(self) -> str:
         """How the summary names this record: step name and id (a person greps for either)."""
         return f"{self.name} ({self.id[:12]})"
+
+
+def merge_jobs(records: list[RunRecord]) -> list[RunRecord]:
+    """One record per job across nodes: its nodes' cost and GPUs summed, idle share weighted by
+    GPUs, so ``budgets.job_usd`` and ``max_gpus`` judge the job, not each node's share of it."""
+    jobs: dict[str, list[RunRecord]] = {}
+    out: list[RunRecord] = []
+    for r in records:
+        if r.job_id is None:
+            out.append(r)
+        else:
+            if r.job_id not in jobs:
+                out.append(r)  # the job's place in the order: its first node
+            jobs.setdefault(r.job_id, []).append(r)
+    merged = []
+    for r in out:
+        nodes = jobs.get(r.job_id or "") if r.job_id is not None else None
+        if not nodes:
+            merged.append(r)
+            continue
+        gpus = sum(n.gpus for n in nodes)
+        idle = [(n.idle_fraction, n.gpus) for n in nodes if n.idle_fraction is not None]
+        weight = sum(g for _, g in idle)
+        statuses = {n.status for n in nodes}
+        merged.append(
+            replace(
+                r,
+                id=r.job_id,
+                cost_usd=sum(n.cost_usd for n in nodes),
+                gpus=gpus,
+                nodes=max(max(n.nodes for n in nodes), len(nodes)),
+                idle_fraction=sum(f * g for f, g in idle) / weight if weight else r.idle_fraction,
+                status=r.status if len(statuses) == 1 else "breached" if "breached" in statuses else "failed",
+            )
+        )
+    return merged
 
 
 def _int(value: Any, default: int) -> int:
@@ -80,13 +116,16 @@ def from_mlflow(
         while True:
             page = client.search_runs(ids, filter_string=query, max_results=50000, page_token=token)
             # a DAG run's parent holds its steps' total: checking it as a job would count it twice
-            out.extend(_from_run(r) for r in page if r.data.tags.get(names.TAG_KIND) != names.KIND_DAG_RUN)
+            # a DAG run's and a job's parent hold their steps' totals: the steps are here (a job's
+            # nodes are merged into one record below)
+            parents = (names.KIND_DAG_RUN, names.KIND_JOB)
+            out.extend(_from_run(r) for r in page if r.data.tags.get(names.TAG_KIND) not in parents)
             token = page.token
             if not token or (max_results and len(out) >= max_results):
                 break
     except MlflowException as e:
         raise ConfigError(f"MLflow rejected the filter {filter_string!r}: {e.message}", field="--filter") from e
-    return out
+    return merge_jobs(out)
 
 
 def experiment_ids(client: Any, experiments: list[str]) -> list[str]:
@@ -119,6 +158,7 @@ def _from_run(run: Any) -> RunRecord:
         status=t.get(names.TAG_STATUS),
         source="mlflow",
         tags=user_tags,
+        job_id=t.get(names.TAG_JOB_ID),
     )
 
 
@@ -176,17 +216,18 @@ def from_ledger(
     since: str | None = None,
     until: str | None = None,
 ) -> list[RunRecord]:
-    """Sealed steps of the ledger (optionally started in [since, until)) matching ``filter_string``."""
-    from mlcost.sinks.ledger import Ledger, ledger_path
+    """Counted steps of the ledger (sealed, and ``lost`` ones: money spent is spent), optionally
+    started in [since, until) (parsed as every ``--since/--until``: a bad value is a ConfigError),
+    matching ``filter_string``."""
+    from mlcost.ledger.queries import reading, step_records
+    from mlcost.period import Period
 
-    if not ledger_path(path).exists():
-        raise ConfigError(f"no ledger at {ledger_path(path)} (set MLCOST_LEDGER or pass --ledger)", field="--ledger")
+    period = Period.parse(since, until)
     clauses = parse_ledger_filter(filter_string)
-    where, args = Ledger._where(run_key=None, since=since, until=until, include_running=False)
-    rows = Ledger(path).rows(f"SELECT record FROM steps {where} ORDER BY started_at, step_id", tuple(args))
+    with reading(path) as conn:
+        found = list(step_records(conn, period))
     out = []
-    for row in rows:
-        rec = json.loads(row["record"])
+    for rec in found:
         if clauses and not _matches(rec, clauses):
             continue
         tags, context = rec.get("tags") or {}, rec.get("context") or {}
@@ -205,6 +246,7 @@ def from_ledger(
                 status=rec.get("status"),
                 source="ledger",
                 tags=dict(tags),
+                job_id=rec.get("job_id"),
             )
         )
-    return out
+    return merge_jobs(out)

@@ -8,12 +8,13 @@ from typing import Any
 
 from mlcost.durations import format_duration
 from mlcost.exit_status import ExitStatus
+from mlcost.figures import usd
 from mlcost.gate.policies import ERROR, Finding, GateResult, PipelineProjection, exit_status
 
 
 def _fmt(value: Any, policy: str) -> str:
     if isinstance(value, float) and ("usd" in policy or "cost" in policy):
-        return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}"
+        return _usd(value)
     if isinstance(value, float) and policy.endswith("max_fraction"):
         return f"{value:.0%}"
     if isinstance(value, float) and policy.endswith("increase_pct"):
@@ -24,7 +25,7 @@ def _fmt(value: Any, policy: str) -> str:
 
 
 def _usd(v: float) -> str:
-    return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.4f}"
+    return usd(v)
 
 
 def _plural(n: int, word: str) -> str:
@@ -90,6 +91,17 @@ def _projection(p: PipelineProjection) -> list[str]:
     return [*lines, ""]
 
 
+def _checked(result: GateResult) -> str:
+    """The "Checked … from … against …" sentence."""
+    checked = []
+    if result.runs_checked or not result.pipelines_checked:
+        checked.append(f"{_plural(result.runs_checked, 'metered run')} (total {_usd(result.total_usd)})")
+    if result.pipelines_checked:
+        checked.append(_plural(result.pipelines_checked, "compiled pipeline"))
+    return (f"Checked {' and '.join(checked)} from {'; '.join(result.sources) or 'no source'} "
+            f"against {result.policy_source}.")  # fmt: skip
+
+
 def to_markdown(result: GateResult) -> str:
     status = exit_status(result)
     head = {
@@ -97,15 +109,7 @@ def to_markdown(result: GateResult) -> str:
         ExitStatus.BREACHED: "❌ policy breached",
     }[status]
     lines = [f"## mlcost gate: {head}", ""]
-    checked = []
-    if result.runs_checked or not result.pipelines_checked:
-        checked.append(f"{_plural(result.runs_checked, 'metered run')} (total {_usd(result.total_usd)})")
-    if result.pipelines_checked:
-        checked.append(_plural(result.pipelines_checked, "compiled pipeline"))
-    lines.append(
-        f"Checked {' and '.join(checked)} from {'; '.join(result.sources) or 'no source'} "
-        f"against {result.policy_source}."
-    )
+    lines.append(_checked(result))
     lines.append("")
     if result.findings:
         lines += [
@@ -125,9 +129,9 @@ def to_markdown(result: GateResult) -> str:
             "|---|---|---|---|---|",
         ]
         for m in result.models:
-            base = "–" if m.baseline_median_usd is None else f"${m.baseline_median_usd:,.4f} ({m.baseline_runs} runs)"
+            base = "–" if m.baseline_median_usd is None else f"{_usd(m.baseline_median_usd)} ({m.baseline_runs} runs)"
             change = "–" if m.change_pct is None else f"{m.change_pct:+.1f}%"
-            lines.append(f"| {m.model} | {m.runs} | ${m.median_usd:,.4f} | {base} | {change} |")
+            lines.append(f"| {m.model} | {m.runs} | {_usd(m.median_usd)} | {base} | {change} |")
         lines.append("")
     for p in result.pipelines:
         if p.projected_usd is not None:  # priced only when a run_usd budget needs it
@@ -158,3 +162,57 @@ def to_json(result: GateResult) -> str:
         "notes": result.notes,
     }
     return json.dumps(data, indent=2, default=str)
+
+
+def to_terminal(result: GateResult, console: Any) -> None:
+    """The Markdown summary's content for a terminal, readable at 80 columns: compact tables whose key
+    column (policy, model, task) is never cut, prose and paths on lines of their own."""
+    from rich import box
+    from rich.table import Table
+
+    def table(title: str, key: str, *others: str) -> Table:
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+        t.add_column(key, no_wrap=True)
+        for col in others:
+            t.add_column(col, overflow="fold")
+        return t
+
+    status = exit_status(result)
+    head = {
+        ExitStatus.OK: "within policy" if not result.warnings else "within policy, with warnings",
+        ExitStatus.BREACHED: "POLICY BREACHED",
+    }[status]
+    console.print(f"[bold]mlcost gate: {head}[/bold]")
+    console.print(_checked(result), highlight=False)
+    if result.findings:
+        t = table("", "policy", "", "subject", "observed", "limit")
+        for f in result.findings:
+            mark = "[red]breach[/red]" if f.severity == ERROR else "[yellow]warning[/yellow]"
+            t.add_row(f.policy, mark, f.subject, _fmt(f.observed, f.policy), _fmt(f.limit, f.policy))
+        console.print(t)
+        for f in result.findings[:20]:
+            console.print(f"- {f.message}", highlight=False)
+            console.print(f"  set in {f.origin}", highlight=False, soft_wrap=True)
+    if result.models:
+        t = table("Cost per model", "model", "runs", "median $/run", "baseline $/run", "change")
+        for m in result.models:
+            base = "–" if m.baseline_median_usd is None else f"{_usd(m.baseline_median_usd)} ({m.baseline_runs})"
+            change = "–" if m.change_pct is None else f"{m.change_pct:+.1f}%"
+            t.add_row(m.model, str(m.runs), _usd(m.median_usd), base, change)
+        console.print(t)
+    for p in result.pipelines:
+        if p.projected_usd is None:
+            continue
+        t = table(f"Pipeline {p.pipeline}: projected {_usd(p.projected_usd)}", "task", "GPUs", "duration", "projected")
+        for task in p.tasks:
+            gpus = f"{task.gpus_per_instance} × {task.gpu_type or 'unknown'}"
+            if task.instances > 1:
+                gpus += f" × {task.instances}"
+            cost = "–" if task.projected_usd is None else _usd(task.projected_usd)
+            t.add_row(task.task, gpus, _seconds(task.duration_s), cost)
+        console.print(t)
+        for task in p.tasks:
+            console.print(f"  {task.task}: {task.basis}", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(summary_line(result), highlight=False)

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlcost.config_files import read_config_file, validation_error
 from mlcost.errors import ConfigError, UnknownGpuType
@@ -28,7 +28,7 @@ class GpuPrice(BaseModel):
     """One GPU type's hourly prices. Missing prices are allowed (a user row may add only one) but
     asking for a missing one is an error, never a silent 0."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     on_demand: float | None = Field(default=None, ge=0)
     spot: float | None = Field(default=None, ge=0)
@@ -42,7 +42,7 @@ class GpuPrice(BaseModel):
 
 
 class EnergyPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     usd_per_kwh: float = Field(default=0.13, ge=0)
     included_in_gpu_price: bool = True
@@ -57,6 +57,31 @@ class CatalogFile(BaseModel):
     energy: EnergyPrice | None = None
     gpus: dict[str, GpuPrice] = Field(default_factory=dict)
     mig_profiles: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("gpus")
+    @classmethod
+    def _names(cls, gpus: dict[str, GpuPrice]) -> dict[str, GpuPrice]:
+        for name in gpus:
+            parent, sep, profile = name.partition(":")
+            if not parent.strip() or (sep and not _MIG_PROFILE.match(profile.strip().lower())):
+                raise ValueError(
+                    f"{name!r} is not a GPU type name; write a type ('H100') or a MIG profile of one "
+                    "('H100:1g.10gb')"
+                )
+        return gpus
+
+    @field_validator("mig_profiles")
+    @classmethod
+    def _profiles(cls, profiles: dict[str, list[str]]) -> dict[str, list[str]]:
+        for parent, names in profiles.items():
+            for name in names:
+                match = _MIG_PROFILE.match(name.strip().lower())
+                if not match or not 1 <= int(match.group(1)) <= _MIG_SLICES or int(match.group(2)) == 0:
+                    raise ValueError(
+                        f"{parent}: {name!r} is not a MIG profile; write '<slices>g.<GB>gb' with 1 to "
+                        f"{_MIG_SLICES} slices and more than 0 GB (e.g. '1g.10gb')"
+                    )
+        return profiles
 
 
 def _key(name: str) -> str:
@@ -79,6 +104,8 @@ class PriceCatalog:
         self._data = data
         self.sources = sources
         self.energy = data.energy or EnergyPrice()
+        self.user_file: str | None = None  # the user's catalog, when one was merged in
+        self.user_fields: dict[str, set[str]] = {}  # GPU type (or "energy") -> fields the user's file set
         self._by_key: dict[str, str] = {}
         for name, price in data.gpus.items():
             for alias in (name, *price.aliases):
@@ -96,7 +123,21 @@ class PriceCatalog:
         if path is None:
             return cls(base, sources)
         user = _parse(Path(path))
-        return cls(_merge(base, user), [*sources, str(path)])
+        catalog = cls(_merge(base, user), [*sources, str(path)])
+        catalog.user_file = str(path)
+        for name, row in user.gpus.items():  # which prices are the user's: `mlcost prices` cites them
+            target = catalog._by_key.get(_key(name), name)
+            catalog.user_fields.setdefault(target, set()).update(row.model_fields_set)
+        if user.energy is not None:
+            catalog.user_fields["energy"] = set(user.energy.model_fields_set)
+        for parent in user.mig_profiles:  # a profile is priced from its parent's row
+            if _key(parent) not in catalog._by_key:
+                raise ConfigError(
+                    f"MIG profiles of {parent!r}, which is not a GPU type of the catalog; add [gpus.\"{parent}\"]",
+                    source=str(path),
+                    field=f"mig_profiles.{parent}",
+                )
+        return catalog
 
     # queries ----------------------------------------------------------------------------------
     @property
@@ -147,24 +188,43 @@ class PriceCatalog:
                 f"{parent}:{profile}", [f"{parent}:{p}" for p in known] or [parent], source=", ".join(self.sources)
             )
         slices, mem = int(match.group(1)), float(match.group(2))
-        total_mem = self._data.gpus[parent].memory_gb or mem
-        return min(1.0, max(slices / _MIG_SLICES, mem / total_mem))
+        total_mem = self._data.gpus[parent].memory_gb
+        memory_share = mem / total_mem if total_mem and mem else 0.0  # unknown: the compute share alone
+        return min(1.0, max(slices / _MIG_SLICES, memory_share))
 
     def memory_gb(self, gpu_type: str) -> float | None:
         """Memory of a GPU type or MIG profile, used by right-sizing."""
         name = self.canonical(gpu_type)
-        parent, _, profile = name.partition(":")
+        row = self._data.gpus.get(name)  # a MIG profile may be a row of its own ("X:1g.5gb")
+        if row is not None and row.memory_gb is not None:
+            return row.memory_gb
+        profile = name.partition(":")[2]
         if profile:
             match = _MIG_PROFILE.match(profile)
             return float(match.group(2)) if match else None
-        return self._data.gpus[parent].memory_gb
+        return row.memory_gb if row is not None else None
 
     def mig_profiles(self, gpu_type: str) -> list[str]:
         return list(self._data.mig_profiles.get(self.canonical(gpu_type).partition(":")[0], []))
 
+    def price_source(self, gpu_type: str, pricing: str) -> str | None:
+        """Where the ``pricing`` price of ``gpu_type`` comes from: the user's file when it set that
+        price (of the type, or of a MIG profile's parent), else the catalog row's own source."""
+        name = self.canonical(gpu_type)
+        for key in (name, name.partition(":")[0]):
+            if pricing in self.user_fields.get(key, set()):
+                return self.user_file
+            if key in self._data.gpus:
+                break
+        return self.describe(name).source
+
     def describe(self, gpu_type: str) -> GpuPrice:
         """The catalog row behind a price (source, date), for reports that must cite their prices."""
-        return self._data.gpus[self.canonical(gpu_type).partition(":")[0]]
+        name = self.canonical(gpu_type)
+        row = self._data.gpus.get(name) or self._data.gpus.get(name.partition(":")[0])
+        if row is None:  # canonical() found it, so it is a profile row whose parent is not listed
+            raise UnknownGpuType(gpu_type, list(self._data.gpus), source=", ".join(self.sources))
+        return row
 
 
 def _parse(path: Path) -> CatalogFile:

@@ -1,8 +1,14 @@
-"""The FinOps figures of ``mlcost report``, computed from the ledger with SQL and pandas.
+"""The FinOps figures of ``mlcost report``, from the ledger's one query layer.
 
 Each function takes what it needs and returns a DataFrame (or a list of dataclasses), so tests
-can check every figure by hand and the renderers (terminal, Markdown, HTML) stay dumb. Aggregation
-that SQL can do runs in SQLite; per-row statistics (anomalies) read only the columns they need.
+can check every figure by hand and the renderers (terminal, Markdown, HTML) stay dumb. The SQL,
+the period filter and the aggregation live in :mod:`mlcost.ledger.queries` and run in the database
+(SQLite or PostgreSQL); this module shapes a few grouped rows. Anomalies are the exception: a
+robust statistic per step over its own past, computed with numpy from a narrow scan.
+
+Steps reported ``lost`` (died without sealing their row) are counted with their last checkpoint's
+usage: money spent is spent. Steps refused at preflight ($0, ``breached``) are records of what a
+policy stopped, not runs: unit economics and right-sizing leave them out.
 """
 
 from __future__ import annotations
@@ -12,130 +18,92 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlcost.errors import ConfigError
-from mlcost.sinks.ledger import FIGURES_TABLE
+from mlcost.names import USER_TAG_KEYS
+from mlcost.period import Period
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from mlcost.pricing.catalog import PriceCatalog
-    from mlcost.sinks.ledger import Ledger
 
-DIMENSIONS = ("team", "project", "model", "workload")
+__all__ = ["DIMENSIONS", "Period"]
+DIMENSIONS = USER_TAG_KEYS  # team, project, model, workload
 INTERRUPTIBLE = ("training", "evaluation", "data")  # checkpointable work that can run on spot capacity
 ANOMALY_Z = 3.5  # Iglewicz & Hoaglin's cut-off for the modified z-score
 ANOMALY_MIN_HISTORY = 5
+ANOMALY_WINDOW = 30  # a run is compared with at most this many runs of its step before it
 MEM_HEADROOM = 1.2  # recommend a GPU/MIG profile with 20% more memory than the peak seen
 TARGET_UTIL = 0.8  # size compute so the new device would be ~80% busy
+IDLE_UTIL_PCT = 5.0  # a device (or a step) below this mean util did nothing: the meter's idle threshold
 DATA_STARVED_GPU_UTIL = 50.0  # GPU below this ...
 DATA_STARVED_HOST_CPU = 80.0  # ... while the job's process tree keeps at least ~one core this busy
 
 
-@dataclass(frozen=True)
-class Period:
-    since: str | None = None  # ISO, inclusive
-    until: str | None = None  # ISO, exclusive
-
-    def where(self, extra: str = "") -> tuple[str, list[Any]]:
-        clauses, args = ["status != 'running'"], []
-        if self.since:
-            clauses.append("started_at >= ?")
-            args.append(self.since)
-        if self.until:
-            clauses.append("started_at < ?")
-            args.append(self.until)
-        if extra:
-            clauses.append(extra)
-        return "WHERE " + " AND ".join(clauses), args
-
-    def label(self) -> str:
-        """``from <since> to <until>``, reading naturally when either end is open."""
-        return f"from {self.since or 'the first step'} to {self.until or 'now'}"
-
-
-def _frame(ledger: Ledger, sql: str, args: list[Any]) -> pd.DataFrame:
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     import pandas as pd
 
-    with ledger.connect(bulk=True) as conn:
-        return pd.read_sql_query(sql, conn, params=args)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _read(ledger: Any, fn: Any, *args: Any, **kw: Any) -> Any:
+    from mlcost.ledger.queries import reading
+
+    with reading(ledger) as conn:
+        return fn(conn, *args, **kw)
 
 
 # chargeback -------------------------------------------------------------------------------------
-def chargeback(ledger: Ledger, period: Period, by: tuple[str, ...] = ("team",)) -> pd.DataFrame:
-    """Cost per ``by`` (team / project / model / workload): steps, GPU-hours, $, idle $, share of $."""
-    for dim in by:
-        if dim not in DIMENSIONS:
-            raise ConfigError(f"cannot group by {dim!r}; allowed: {', '.join(DIMENSIONS)}", field="--by")
-    cols = ", ".join(f"COALESCE({d}, '(untagged)') AS {d}" for d in by)
-    where, args = period.where()
-    df = _frame(
-        ledger,
-        f"SELECT {cols}, COUNT(*) AS steps, SUM(gpu_hours) AS gpu_hours, SUM(total_usd) AS total_usd, "
-        f"SUM(idle_usd) AS idle_usd FROM {FIGURES_TABLE} {where} GROUP BY {', '.join(by)} ORDER BY total_usd DESC",
-        args,
-    )
+def chargeback(ledger: Any, period: Period, by: tuple[str, ...] = ("team",)) -> pd.DataFrame:
+    """Cost per ``by`` (team / project / model / workload): steps (and how many of them were lost),
+    GPU-hours, $, idle $, share of $."""
+    from mlcost.ledger import queries as q
+
+    rows = _read(ledger, q.chargeback, period, by)
+    df = _frame(rows, [*by, "steps", "lost_steps", "gpu_hours", "total_usd", "idle_usd"])
     total = df["total_usd"].sum()
     df["share"] = df["total_usd"] / total if total else 0.0
     return df
 
 
 # idle waste -------------------------------------------------------------------------------------
-def idle_waste(ledger: Ledger, period: Period, by: str = "team") -> pd.DataFrame:
+def idle_waste(ledger: Any, period: Period, by: str = "team") -> pd.DataFrame:
     """Idle GPU-hours and idle $ per ``by`` (a dimension, or ``name`` for the step)."""
+    from mlcost.ledger import queries as q
+
     if by not in (*DIMENSIONS, "name"):
         raise ConfigError(f"cannot group idle waste by {by!r}", field="--by")
-    where, args = period.where()
-    df = _frame(
-        ledger,
-        f"SELECT COALESCE({by}, '(untagged)') AS {by}, COUNT(*) AS steps, "
-        "SUM(gpu_hours * COALESCE(idle_fraction, 0)) AS idle_gpu_hours, SUM(gpu_hours) AS gpu_hours, "
-        f"SUM(idle_usd) AS idle_usd, SUM(total_usd) AS total_usd FROM {FIGURES_TABLE} {where} GROUP BY {by} "
-        "ORDER BY idle_usd DESC",
-        args,
-    )
+    df = _frame(_read(ledger, q.idle_waste, period, by), [by, "idle_gpu_hours", "idle_usd", "total_usd"])
     df["idle_share"] = (df["idle_usd"] / df["total_usd"]).where(df["total_usd"] > 0, 0.0)
     return df
 
 
 # unit economics ---------------------------------------------------------------------------------
-def unit_economics(ledger: Ledger, period: Period, outcomes: dict[str, float] | None = None) -> pd.DataFrame:
+def unit_economics(ledger: Any, period: Period, outcomes: dict[str, float] | None = None) -> pd.DataFrame:
     """Per model: cost per retrain (a training run: steps sharing a run key, or one step) and cost
     per 1k inferences (inference steps that carry an ``inferences`` tag or context value); plus the
-    period's total cost per business outcome the user names (``outcomes={"orders": 120000}``)."""
-    import pandas as pd
+    period's total cost per business outcome the user names (``outcomes={"orders": 120000}``).
+    A step refused at preflight is not a retrain."""
+    from mlcost.ledger import queries as q
+    from mlcost.ledger.queries import reading
 
-    where, args = period.where("model IS NOT NULL")
-    df = _frame(
-        ledger,
-        "SELECT model, workload, COALESCE(run_key, step_id) AS run, total_usd, "
-        "CAST(COALESCE(json_extract(record, '$.tags.inferences'), json_extract(record, '$.context.inferences')) "
-        f"AS REAL) AS inferences FROM steps {where}",
-        args,
-    )
-    rows = []
-    for model, g in df.groupby("model", sort=True):
-        train = g[g["workload"] == "training"]
-        infer = g[(g["workload"] == "inference")]
-        counted = infer[infer["inferences"].notna() & (infer["inferences"] > 0)]
-        rows.append(
-            {
-                "model": model,
-                "total_usd": g["total_usd"].sum(),
-                "retrains": train["run"].nunique(),
-                "usd_per_retrain": train["total_usd"].sum() / train["run"].nunique() if len(train) else None,
-                "inferences": counted["inferences"].sum() if len(counted) else None,
-                "usd_per_1k_inferences": (counted["total_usd"].sum() / counted["inferences"].sum() * 1000)
-                if len(counted)
-                else None,
-            }
-        )
-    out = pd.DataFrame(rows, columns=["model", "total_usd", "retrains", "usd_per_retrain", "inferences",
-                                      "usd_per_1k_inferences"])  # fmt: skip
-    if outcomes:
-        where, args = period.where()
-        total = float(_frame(ledger, f"SELECT COALESCE(SUM(total_usd), 0) AS t FROM {FIGURES_TABLE} {where}",
-                             args)["t"].iloc[0])  # fmt: skip
-        for name, count in outcomes.items():
-            out.attrs.setdefault("outcomes", {})[name] = {"count": count, "usd_per_unit": total / count}
+    with reading(ledger) as conn:
+        rows = q.unit_economics(conn, period)
+        total = q.total_usd(conn, period) if outcomes else 0.0
+    out_rows = [
+        {
+            "model": r["model"],
+            "total_usd": r["total_usd"],
+            "retrains": int(r["retrains"] or 0),
+            "usd_per_retrain": r["training_usd"] / r["retrains"] if r["retrains"] else None,
+            "inferences": r["inferences"] or None,
+            "usd_per_1k_inferences": (r["inference_usd"] or 0.0) / r["inferences"] * 1000 if r["inferences"] else None,
+        }
+        for r in rows
+    ]
+    out = _frame(out_rows, ["model", "total_usd", "retrains", "usd_per_retrain", "inferences",
+                            "usd_per_1k_inferences"])  # fmt: skip
+    for name, count in (outcomes or {}).items():
+        out.attrs.setdefault("outcomes", {})[name] = {"count": count, "usd_per_unit": total / count}
     return out
 
 
@@ -148,25 +116,20 @@ def parse_outcomes(values: list[str] | None) -> dict[str, float]:
             n = float(count)
         except ValueError:
             n = -1.0
-        if not sep or not name.strip() or n <= 0:
+        if not sep or not name.strip() or not n > 0 or math.isinf(n):
             raise ConfigError(f"expected NAME=COUNT with a positive count, got {v!r}", field="--outcome")
         out[name.strip()] = n
     return out
 
 
 # spot what-if -----------------------------------------------------------------------------------
-def spot_whatif(ledger: Ledger, period: Period) -> pd.DataFrame:
+def spot_whatif(ledger: Any, period: Period) -> pd.DataFrame:
     """What interruptible work (training / evaluation / data) bought on demand would have cost on
     spot, per workload and team."""
-    kinds = ", ".join(f"'{w}'" for w in INTERRUPTIBLE)
-    where, args = period.where(f"pricing = 'on_demand' AND workload IN ({kinds}) AND spot_whatif_usd IS NOT NULL")
-    df = _frame(
-        ledger,
-        "SELECT workload, COALESCE(team, '(untagged)') AS team, COUNT(*) AS steps, SUM(total_usd) AS on_demand_usd, "
-        f"SUM(spot_whatif_usd) AS spot_usd FROM {FIGURES_TABLE} {where} GROUP BY workload, team "
-        "ORDER BY on_demand_usd DESC",
-        args,
-    )
+    from mlcost.ledger import queries as q
+
+    rows = _read(ledger, q.spot_whatif, period, INTERRUPTIBLE)
+    df = _frame(rows, ["workload", "team", "steps", "on_demand_usd", "spot_usd"])
     df["saving_usd"] = (df["on_demand_usd"] - df["spot_usd"]).clip(lower=0)
     return df
 
@@ -175,7 +138,7 @@ def spot_whatif(ledger: Ledger, period: Period) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Recommendation:
     step: str
-    kind: str  # "mig" | "smaller_gpu" | "fewer_gpus" | "data_starved"
+    kind: str  # "idle" | "fewer_gpus" | "mig" | "smaller_gpu" | "data_starved"
     current: str
     suggested: str
     runs: int
@@ -187,33 +150,32 @@ class Recommendation:
         return asdict(self)
 
 
-def rightsizing(ledger: Ledger, period: Period, catalog: PriceCatalog) -> list[Recommendation]:
-    """Per recurring step (same name): does its peak memory and utilisation fit a MIG profile or a
-    smaller GPU, does it hold GPUs it never uses, or is it starved by its input pipeline?"""
-    where, args = period.where("gpu_type IS NOT NULL AND gpus > 0")
-    df = _frame(
-        ledger,
-        "SELECT name, gpu_type, gpus, COUNT(*) AS runs, SUM(total_usd) AS cost_usd, MAX(mem_peak_gb) AS mem_peak_gb, "
-        "SUM(util_mean_pct * gpu_hours) / NULLIF(SUM(CASE WHEN util_mean_pct IS NOT NULL THEN gpu_hours END), 0) "
-        "AS util_pct, AVG(host_cpu_mean_pct) AS host_cpu_pct, MAX(json_array_length(record, '$.devices')) AS seen "
-        f"FROM steps {where} GROUP BY name, gpu_type, gpus ORDER BY cost_usd DESC",  # the record: devices seen
-        args,
-    )
+def rightsizing(ledger: Any, period: Period, catalog: PriceCatalog) -> list[Recommendation]:
+    """Per recurring step (same name, GPU type and count): is it idle, does it hold GPUs it never
+    uses (per device: a GPU at 0% while another works is billed idle), do its peak memory and
+    utilisation fit a MIG profile or a smaller GPU, or is it starved by its input pipeline?"""
+    from mlcost.ledger import queries as q
+
+    rows = _read(ledger, q.rightsizing_groups, period, IDLE_UTIL_PCT)
     out: list[Recommendation] = []
-    for r in df.itertuples(index=False):
+    for r in rows:
         out += _recommend(r, catalog)
     return out
 
 
-def _recommend(r: Any, catalog: PriceCatalog) -> list[Recommendation]:
-    util = None if r.util_pct is None or math.isnan(r.util_pct) else float(r.util_pct)
-    mem = None if r.mem_peak_gb is None or math.isnan(r.mem_peak_gb) else float(r.mem_peak_gb)
-    host = None if r.host_cpu_pct is None or math.isnan(r.host_cpu_pct) else float(r.host_cpu_pct)
-    current = f"{r.gpus}x {r.gpu_type}"
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _recommend(r: dict[str, Any], catalog: PriceCatalog) -> list[Recommendation]:
+    util, mem, host = _num(r["util_pct"]), _num(r["mem_peak_gb"]), _num(r["host_cpu_pct"])
+    name, gpus, gpu_type = r["name"], int(r["gpus"]), r["gpu_type"]
+    cost, runs = float(r["cost_usd"]), int(r["runs"])
+    current = f"{gpus}x {gpu_type}"
     out: list[Recommendation] = []
 
     def rec(kind: str, suggested: str, saving: float | None, why: str) -> None:
-        out.append(Recommendation(r.name, kind, current, suggested, int(r.runs), float(r.cost_usd), saving, why))
+        out.append(Recommendation(name, kind, current, suggested, runs, cost, saving, why))
 
     if util is not None and util < DATA_STARVED_GPU_UTIL and host is not None and host >= DATA_STARVED_HOST_CPU:
         rec(
@@ -223,19 +185,24 @@ def _recommend(r: Any, catalog: PriceCatalog) -> list[Recommendation]:
             "or move decoding/augmentation to the GPU (e.g. DALI); then re-check the GPU size.",
         )  # fmt: skip
         return out
-    seen = int(r.seen or 0)
-    if r.gpus > 1 and 0 < seen < r.gpus:
-        saving = float(r.cost_usd) * (1 - seen / r.gpus)
-        rec("fewer_gpus", f"{seen}x {r.gpu_type}", saving,
-            f"allocated {r.gpus} GPUs but only {seen} {'was' if seen == 1 else 'were'} ever used; "
-            "the rest were billed idle")  # fmt: skip
+    if util is not None and util < IDLE_UTIL_PCT:
+        rec("idle", "stop it, or shrink it", cost,
+            f"GPU util {util:.1f}% over {runs} run{'s' * (runs != 1)}: the GPUs sat idle (a sleep, a wait on "
+            "a queue or a download, a model on the CPU). Stop the step or shrink it before choosing a smaller "
+            "GPU or a MIG slice")  # fmt: skip
         return out
-    if util is None or mem is None or r.gpus != 1:
+    busy = int(r["busy"] or 0)
+    if gpus > 1 and 0 < busy < gpus:
+        rec("fewer_gpus", f"{busy}x {gpu_type}", cost * (1 - busy / gpus),
+            f"allocated {gpus} GPUs but at most {busy} {'was' if busy == 1 else 'were'} busy (util ≥ "
+            f"{IDLE_UTIL_PCT:.0f}%) in any run; the rest were billed idle")  # fmt: skip
         return out
-    parent = r.gpu_type.partition(":")[0]
+    if util is None or mem is None or gpus != 1:
+        return out
+    parent = gpu_type.partition(":")[0]
     try:
-        unit = catalog.gpu_hour_usd(r.gpu_type)
-        profiles = [] if ":" in r.gpu_type else catalog.mig_profiles(parent)
+        unit = catalog.gpu_hour_usd(gpu_type)
+        profiles = [] if ":" in gpu_type else catalog.mig_profiles(parent)
     except ConfigError:
         return out
     need_mem = mem * MEM_HEADROOM
@@ -249,7 +216,7 @@ def _recommend(r: Any, catalog: PriceCatalog) -> list[Recommendation]:
                 best = (price, p)
     if best is not None:
         price, p = best
-        rec("mig", f"{parent}:{p}", float(r.cost_usd) * (1 - price / unit),
+        rec("mig", f"{parent}:{p}", cost * (1 - price / unit),
             f"peak memory {mem:.1f} GB of {catalog.memory_gb(parent):.0f} GB and {util:.0f}% util fit a {p} MIG "
             f"instance ({need_slices}/7 of the compute keeps it ~{TARGET_UTIL:.0%} busy, {need_mem:.1f} GB with "
             f"headroom); ${price:.2f}/h instead of ${unit:.2f}/h")  # fmt: skip
@@ -267,103 +234,135 @@ def _recommend(r: Any, catalog: PriceCatalog) -> list[Recommendation]:
                 cheaper.append((price, t))
         if cheaper:
             price, t = min(cheaper)
-            rec("smaller_gpu", f"1x {t}", float(r.cost_usd) * (1 - price / unit),
+            rec("smaller_gpu", f"1x {t}", cost * (1 - price / unit),
                 f"peak memory {mem:.1f} GB and {util:.0f}% util fit a {t} ({catalog.memory_gb(t):.0f} GB); "
                 "check throughput before switching: a smaller GPU runs longer")  # fmt: skip
     return out
 
 
 # anomalies --------------------------------------------------------------------------------------
-ANOMALY_COLUMNS = "step_id, name, started_at, total_usd, gpu_hours, gpus, duration_s, gpu_type, pricing, idle_fraction"
-
-
 def anomalies(
-    ledger: Ledger,
+    ledger: Any,
     period: Period,
     *,
     z: float = ANOMALY_Z,
     min_history: int = ANOMALY_MIN_HISTORY,
     history: Period | None = None,
+    window: int = ANOMALY_WINDOW,
 ) -> pd.DataFrame:
-    """Steps whose cost or GPU-hours are far above their own history (same step name), by the
-    modified z-score 0.6745·(x − median)/MAD (Iglewicz & Hoaglin), with the likely cause.
+    """Steps whose cost or GPU-hours are far above their own past, by the modified z-score
+    0.6745·(x − median)/MAD (Iglewicz & Hoaglin), with the likely cause.
 
-    History is every sealed step of the name (``history`` narrows it); only steps in ``period``
-    are reported. The MAD is floored at 1% of the median so a step that always costs exactly the
-    same does not flag on a rounding difference. Only rises are flagged: a cheaper run is not a
-    cost anomaly. For speed over millions of steps, the scan reads three columns; the details of
-    the flagged steps, and a sample of their history for the cause, are fetched afterwards.
+    A step's past is the runs before it (at most ``window``, the most recent) of the same step:
+    the same name *and* the same tags (team, project, model, workload), so two teams' ``train``
+    steps are two histories, and a run is never judged by runs that came after it (a step that got
+    cheaper does not make its earlier, ordinary runs anomalous). ``history`` narrows the past that
+    is read; only steps in ``period`` are reported, and only with ``min_history`` runs before them.
+    The MAD is floored at 1% of the median so a step that always costs exactly the same does not
+    flag on a rounding difference. Only rises are flagged: a cheaper run is not a cost anomaly.
     """
     import numpy as np
     import pandas as pd
 
+    from mlcost.ledger import queries as q
+
     cols = ["step_id", "name", "started_at", "metric", "value", "median", "z", "cause"]
-    where, args = (history or Period()).where()
-    in_period, p_args = "1", []
-    if period.since or period.until:
-        parts = []
-        if period.since:
-            parts.append("started_at >= ?")
-            p_args.append(period.since)
-        if period.until:
-            parts.append("started_at < ?")
-            p_args.append(period.until)
-        in_period = "(" + " AND ".join(parts) + ")"
-    with ledger.connect(bulk=True) as conn:
-        rows = conn.execute(
-            f"SELECT rowid, name, total_usd, gpu_hours, {in_period} FROM {FIGURES_TABLE} {where}", [*p_args, *args]
-        ).fetchall()
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    # from plain tuples (bulk=True), from_records is the fastest way in (about half of zip + arrays)
-    df = pd.DataFrame.from_records(rows, columns=["rid", "name", "total_usd", "gpu_hours", "in_period"])
-    del rows
-    df["total_usd"] = df["total_usd"].astype(float)  # a NULL cost arrives as None: NaN, not object
-    df["gpu_hours"] = df["gpu_hours"].astype(float)
-    codes, _ = pd.factorize(df["name"])
-    count = df.groupby(codes)["total_usd"].transform("size")
-    flagged = []
-    for metric in ("total_usd", "gpu_hours"):
-        values = df[metric].astype(float)
-        med = values.groupby(codes).transform("median")
-        mad = (values - med).abs().groupby(codes).transform("median")
-        scale = np.maximum(mad, 0.01 * med.abs())
-        score = pd.Series(np.where(scale > 0, 0.6745 * (values - med) / scale.where(scale > 0, 1), 0.0),
-                          index=df.index)  # fmt: skip
-        hit = (score > z) & (count >= min_history) & (df["in_period"] == 1)
-        part = df.loc[hit, ["rid", "name"]].copy()
-        part["metric"], part["value"], part["median"], part["z"] = metric, values[hit], med[hit], score[hit]
-        flagged.append(part)
-    out = pd.concat(flagged)
-    if out.empty:
-        return pd.DataFrame(columns=cols)
-    # one line per step: its cost when the cost is flagged, else its GPU-hours; worst first
-    out["_cost_first"] = out["metric"] != "total_usd"
-    out = out.sort_values(["_cost_first", "z"], ascending=[True, False]).drop_duplicates("rid")
-    out = out.sort_values("z", ascending=False)
-    detail_cols = "rowid, step_id, name, started_at, gpus, duration_s, gpu_type, pricing, idle_fraction"
-    hist_ids = df.loc[df["name"].isin(set(out["name"])), ["rid", "name"]].groupby("name").tail(50)["rid"]
-    wanted = sorted(set(hist_ids) | set(out["rid"]))
-    details = []
-    with ledger.connect() as conn:
-        for i in range(0, len(wanted), 900):
-            chunk = wanted[i : i + 900]
-            details += conn.execute(
-                f"SELECT {detail_cols} FROM {FIGURES_TABLE} WHERE rowid IN ({','.join('?' * len(chunk))})", chunk
-            ).fetchall()
-    info = pd.DataFrame.from_records(details, columns=[c.strip() for c in detail_cols.split(",")]).set_index("rowid")
-    hist = info.loc[info.index.isin(set(hist_ids))]
-    typical = hist.groupby("name")[["gpus", "duration_s", "idle_fraction"]].median()
-    for col in ("gpu_type", "pricing"):  # the most frequent value per step name
-        counts = hist.groupby(["name", col]).size().reset_index(name="n").sort_values("n", ascending=False)
-        typical[col] = counts.drop_duplicates("name").set_index("name")[col].reindex(typical.index)
-    typical = typical.astype(object).where(typical.notna(), None)
-    rows_ = info.loc[out["rid"]]
-    out["step_id"] = rows_["step_id"].to_numpy()
-    out["started_at"] = rows_["started_at"].to_numpy()
-    usual = typical.to_dict("index")
-    out["cause"] = [_cause(r, usual[r["name"]]) for r in rows_.to_dict("records")]
+    with q.reading(ledger) as conn:
+        rows = q.anomaly_scan(conn, history or Period(), period)
+        if not rows:
+            return pd.DataFrame(columns=cols)
+        # rows come in start order; a stable sort by group keeps that order within each group
+        groups: dict[str, int] = {}
+        codes = np.fromiter((groups.setdefault(r[1], len(groups)) for r in rows), dtype=np.int64, count=len(rows))
+        order = np.argsort(codes, kind="stable")
+        codes = codes[order]
+        ids = np.array([r[0] for r in rows], dtype=object)[order]
+        columns = {
+            "total_usd": np.array([r[2] for r in rows], dtype=float)[order],  # a NULL is NaN: no run
+            "gpu_hours": np.array([r[3] for r in rows], dtype=float)[order],
+        }
+        in_period = np.fromiter((r[4] for r in rows), dtype=np.int8, count=len(rows))[order]
+        del rows
+        first = np.r_[0, np.flatnonzero(np.diff(codes)) + 1]  # where each group starts
+        prior = np.arange(len(codes)) - np.repeat(first, np.diff(np.r_[first, len(codes)]))  # runs before
+        candidates = np.flatnonzero((in_period == 1) & (prior >= min_history))
+        flagged = []
+        for metric, values in columns.items():
+            med, mad = _trailing_median_mad(values, candidates, prior, window)
+            scale = np.maximum(mad, 0.01 * np.abs(med))
+            x = values[candidates]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                score = np.where(scale > 0, 0.6745 * (x - med) / np.where(scale > 0, scale, 1.0), 0.0)
+            hit = score > z
+            flagged.append(pd.DataFrame({"pos": candidates[hit], "metric": metric, "value": x[hit],
+                                         "median": med[hit], "z": score[hit]}))  # fmt: skip
+        out = pd.concat(flagged)
+        if out.empty:
+            return pd.DataFrame(columns=cols)
+        # one line per step: its cost when the cost is flagged, else its GPU-hours; worst first
+        out["_cost_first"] = out["metric"] != "total_usd"
+        out = out.sort_values(["_cost_first", "z"], ascending=[True, False]).drop_duplicates("pos")
+        out = out.sort_values("z", ascending=False)
+        positions = out["pos"].to_numpy()
+        past = {p: range(max(p - window, p - int(prior[p])), p) for p in positions}
+        wanted = sorted({ids[i] for p in positions for i in (*past[p], p)})
+        info = {d["step_id"]: d for d in q.step_details(conn, wanted)}
+    rows_ = [info[ids[p]] for p in positions]
+    out["step_id"] = [r["step_id"] for r in rows_]
+    out["name"] = [r["name"] for r in rows_]
+    out["started_at"] = [r["started_at"] for r in rows_]
+    out["cause"] = [_cause(info[ids[p]], _usual([info[ids[i]] for i in past[p]])) for p in positions]
     return out[cols].reset_index(drop=True)
+
+
+def _trailing_median_mad(values: Any, rows: Any, prior: Any, window: int) -> tuple[Any, Any]:
+    """Median and MAD of the up to ``window`` values before each of ``rows`` in its group (rows are
+    sorted by group, then time; ``prior[i]`` counts the group's rows before row ``i``). NaN
+    (a NULL figure) is no run. Vectorised in chunks: a million rows in about a second."""
+    import numpy as np
+
+    med = np.empty(len(rows))
+    mad = np.empty(len(rows))
+    back = np.arange(1, window + 1)
+    for c in range(0, len(rows), 65536):
+        r = rows[c : c + 65536]
+        idx = r[:, None] - back[None, :]
+        win = np.where(back[None, :] <= prior[r][:, None], values[np.maximum(idx, 0)], np.nan)
+        win.sort(axis=1)  # NaN last
+        k = (~np.isnan(win)).sum(axis=1)
+        m = _sorted_median(win, k)
+        dev = np.abs(win - m[:, None])
+        dev.sort(axis=1)
+        med[c : c + len(r)], mad[c : c + len(r)] = m, _sorted_median(dev, k)
+    return med, mad
+
+
+def _sorted_median(sorted_rows: Any, k: Any) -> Any:
+    """Per row, the median of its first ``k`` values (rows sorted, NaN last); NaN where k is 0."""
+    import numpy as np
+
+    i = np.arange(len(k))
+    lo, hi = np.maximum((k - 1) // 2, 0), np.maximum(k // 2, 0)
+    hi = np.minimum(hi, sorted_rows.shape[1] - 1)
+    m = (sorted_rows[i, lo] + sorted_rows[i, hi]) / 2
+    return np.where(k > 0, m, np.nan)
+
+
+def _usual(past: list[dict[str, Any]]) -> dict[str, Any]:
+    """The typical allocation of a step's past runs: medians, and the most frequent type and pricing."""
+    import statistics
+    from collections import Counter
+
+    def median(key: str) -> float | None:
+        values = [float(p[key]) for p in past if p[key] is not None and p[key] == p[key]]
+        return statistics.median(values) if values else None
+
+    def mode(key: str) -> Any:
+        found = Counter(p[key] for p in past if p[key] is not None).most_common(1)
+        return found[0][0] if found else None
+
+    return {"gpus": median("gpus"), "duration_s": median("duration_s"), "idle_fraction": median("idle_fraction"),
+            "gpu_type": mode("gpu_type"), "pricing": mode("pricing")}  # fmt: skip
 
 
 def _cause(row: Any, usual: Any) -> str:
@@ -372,9 +371,9 @@ def _cause(row: Any, usual: Any) -> str:
         causes.append(f"ran on {row['gpu_type']} instead of the usual {usual['gpu_type']}")
     if usual["pricing"] and row["pricing"] != usual["pricing"]:
         causes.append(f"priced {row['pricing']} instead of the usual {usual['pricing']}")
-    if usual["gpus"] and row["gpus"] > usual["gpus"]:
+    if usual["gpus"] and (row["gpus"] or 0) > usual["gpus"]:
         causes.append(f"{row['gpus']:.0f} GPUs instead of the usual {usual['gpus']:.0f}")
-    if usual["duration_s"] and row["duration_s"] > 1.5 * usual["duration_s"]:
+    if usual["duration_s"] and (row["duration_s"] or 0) > 1.5 * usual["duration_s"]:
         causes.append(f"ran {row['duration_s'] / usual['duration_s']:.1f}x longer than usual")
     idle, usual_idle = row["idle_fraction"], usual["idle_fraction"]
     if idle is not None and not math.isnan(idle) and idle >= 0.3 and (usual_idle is None or math.isnan(usual_idle)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mlcost.errors import ConfigError, MissingExtra
@@ -52,11 +51,13 @@ def register(subparsers: Any) -> None:
     c.add_argument("--format", choices=("terminal", "markdown", "json"), default="terminal")
     c.set_defaults(func=run_compare)
 
-    e = subparsers.add_parser("export", help="export the ledger as FinOps FOCUS 1.2 rows (CSV or Parquet)")
+    e = subparsers.add_parser("export", help="export the ledger as FinOps FOCUS 1.3 rows (CSV or Parquet)")
     _ledger_args(e)
-    e.add_argument("--focus", action="store_true", required=True, help="FOCUS 1.2 columns (the only format)")
+    e.add_argument("--focus", action="store_true", required=True, help="FOCUS 1.3 columns (the only format)")
     e.add_argument("--output", "-o", required=True, help="FILE.csv, FILE.parquet, or - for CSV on stdout")
-    e.add_argument("--provider", default="mlcost", help="ProviderName / PublisherName / InvoiceIssuerName")
+    e.add_argument("--provider", default="mlcost",
+                   help="ServiceProviderName / InvoiceIssuerName (and the deprecated ProviderName / PublisherName)")
+    e.add_argument("--host-provider", help="HostProviderName: who hosts the GPUs (default: --provider)")
     e.add_argument("--account-id", default="mlcost", help="BillingAccountId")
     e.add_argument("--region", help="RegionId")
     e.set_defaults(func=run_export)
@@ -77,39 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-def parse_when(value: str | None, *, field: str, now: datetime | None = None) -> str | None:
-    """An ISO date/time (UTC when no zone is given), or a span back from now ('7d')."""
-    if not value:
-        return None
-    now = now or datetime.now(timezone.utc)
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        from mlcost.durations import parse_duration
-
-        try:
-            seconds = parse_duration(value, field=field)
-        except ConfigError as e:
-            raise ConfigError(f"expected an ISO date/time or a span such as '7d', got {value!r}", field=field) from e
-        dt = now - timedelta(seconds=seconds or 0)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat()
-
-
 def _period(args: argparse.Namespace) -> Any:
-    from mlcost.reports.analysis import Period
+    from mlcost.period import Period
 
-    return Period(since=parse_when(args.since, field="--since"), until=parse_when(args.until, field="--until"))
+    return Period.parse(args.since, args.until)
 
 
 def _ledger(args: argparse.Namespace) -> Any:
-    from mlcost.sinks.ledger import Ledger, ledger_path
+    """The ledger of ``--ledger`` (else ``$MLCOST_LEDGER``, else the default), opened read-only and
+    checked: a ConfigError (exit 2) when it is missing, not a ledger, or unreachable."""
+    from mlcost.ledger.book import open_ledger
 
-    path = ledger_path(args.ledger)
-    if not path.exists():
-        raise ConfigError(f"no ledger at {path} (set MLCOST_LEDGER or pass --ledger)", field="--ledger")
-    return Ledger(path)
+    return open_ledger(args.ledger)
 
 
 def _guard(fn: Any) -> Any:
@@ -130,13 +110,16 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
     from mlcost.reports import analysis as a
     from mlcost.reports.render import Report, bar_png, frame_section, num, pct, recommendations_section, usd
 
-    report = Report("mlcost FinOps report", f"Ledger {ledger.path}, steps started {period.label()}.")
+    report = Report("mlcost FinOps report", f"Ledger {ledger.where}, steps started {period.label()}."
+                    + simulated_note(ledger, period))  # fmt: skip
     for dim in by:
         df = a.chargeback(ledger, period, by=(dim,))
         report.data[f"chargeback_{dim}"] = df
+        lost = int(df["lost_steps"].sum()) if len(df) else 0
         report.sections.append(frame_section(f"Chargeback by {dim}", df, [
             (dim, dim, str), ("steps", "steps", str), ("gpu_hours", "GPU-h", num), ("total_usd", "cost", usd),
-            ("idle_usd", "idle $", usd), ("share", "share", pct)]))  # fmt: skip
+            ("idle_usd", "idle $", usd), ("share", "share", pct)],
+            note=_lost_note(lost)))  # fmt: skip
     ue = a.unit_economics(ledger, period, outcomes)
     report.data["unit_economics"] = ue
     note = "; ".join(f"{usd(v['usd_per_unit'])} per {k} ({v['count']:,.0f} {k})" for k, v in
@@ -169,6 +152,11 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
         ("median", "usual (median)", lambda v: num(v, ".4g")), ("z", "robust z", lambda v: num(v, ".1f")),
         ("cause", "likely cause", str)],
         note="" if len(an) else "No step's cost or GPU-hours is far outside its own history."))  # fmt: skip
+    mismatched = _gpu_type_mismatches(ledger, period)
+    if len(mismatched):  # issue 10 item 7: priced as declared, shown beside what ran
+        report.sections.append(frame_section("Declared GPU type differs from the detected one", mismatched, [
+            ("name", "step", str), ("gpu_type", "priced as", str), ("detected", "ran on", str),
+            ("steps", "steps", str)]))  # fmt: skip
     if plots:
         first = by[0] if by else "team"
         cb = report.data.get(f"chargeback_{first}")
@@ -180,6 +168,32 @@ def build_report(ledger: Any, period: Any, *, by: list[str], outcomes: dict[str,
             report.plots.append(("Idle GPU $ by team", bar_png(list(idle["team"].astype(str))[:15],
                                  list(idle["idle_usd"])[:15], "Idle GPU cost by team")))  # fmt: skip
     return report
+
+
+def _gpu_type_mismatches(ledger: Any, period: Any) -> Any:
+    """Steps whose declared gpu_type is not the GPU they ran on (the record's detected_gpu_type)."""
+    from mlcost.ledger import queries as q
+    from mlcost.reports.analysis import _frame, _read
+
+    return _frame(_read(ledger, q.gpu_type_mismatches, period), ["name", "gpu_type", "detected", "steps"])
+
+
+def _lost_note(lost: int) -> str:
+    if not lost:
+        return ""
+    return (f"{lost} lost step{'s' * (lost != 1)} (died without a final record: no heartbeat for "
+            "the lost limit) counted with the usage of their last checkpoint.")  # fmt: skip
+
+
+def simulated_note(ledger: Any, period: Any) -> str:
+    """Says so when steps of the period ran on the simulated GPU: their usage is not a real GPU's."""
+    where, args = period.where()
+    (row,) = ledger.rows(f"SELECT COUNT(*) AS n, SUM(simulated) AS sim FROM step_figures {where}", tuple(args))
+    n, sim = int(row["n"] or 0), int(row["sim"] or 0)
+    if not sim:
+        return ""
+    which = f"All {n}" if sim == n else f"{sim} of {n}"
+    return f" SIMULATED GPU: {which} steps ran on a simulated GPU (MLCOST_GPU_BACKEND=simulated): not real usage."
 
 
 @_guard
@@ -235,7 +249,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     ledger, period = _ledger(args), _period(args)
     df = focus_rows(ledger, period, PriceCatalog.load(args.prices), provider=args.provider,
-                    account_id=args.account_id, region=args.region)  # fmt: skip
+                    account_id=args.account_id, region=args.region, host_provider=args.host_provider)  # fmt: skip
     kind = write_focus(df, args.output)
     if args.output != "-":
         print(f"Exported {len(df)} FOCUS {FOCUS_VERSION} row{'s' * (len(df) != 1)} ({kind}) to {args.output}.",
@@ -250,9 +264,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
     require_extra("reports", what="mlcost compare")
     from mlcost.reports.compare import compare_models, cost_quality_png
+    from mlcost.sinks.mlflow_reach import reading_mlflow
 
-    table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=args.tracking_uri,
-                           min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
+    with reading_mlflow(args.tracking_uri) as uri:  # required, probed, retries bounded: an outage is exit 2
+        table = compare_models(args.experiment, args.filter_string, metric=args.metric, tracking_uri=uri,
+                               min_quality=args.min_quality, lower_is_better=args.lower_is_better)  # fmt: skip
     if args.chart:
         with open(args.chart, "wb") as fh:
             fh.write(cost_quality_png(table, metric=args.metric, lower_is_better=args.lower_is_better))
@@ -267,9 +283,16 @@ def run_compare(args: argparse.Namespace) -> int:
             ("idle_share", "idle share", pct)]  # fmt: skip
     if args.metric:
         spec.append(("quality", args.metric, lambda v: num(v, ".4g")))
-    best = table.attrs.get("cheapest_acceptable")
-    report = Report("mlcost compare", f"Cost per model across MLflow runs of {', '.join(args.experiment)}.")
-    note = f"Cheapest model at acceptable quality: {best}." if best else ""
+    best, cheapest = table.attrs.get("cheapest_acceptable"), table.attrs.get("cheapest")
+    sim, runs = table.attrs.get("simulated_runs", 0), table.attrs.get("runs", 0)
+    which = f"All {runs}" if sim == runs else f"{sim} of {runs}"
+    simulated = f" SIMULATED GPU: {which} runs ran on a simulated GPU." if sim else ""
+    report = Report("mlcost compare",
+                    f"Cost per model across MLflow runs of {', '.join(args.experiment)}.{simulated}")  # fmt: skip
+    if args.metric:
+        note = f"Cheapest model at acceptable quality: {best}." if best else "No model reached the acceptable quality."
+    else:  # no quality figure: say what is cheapest, claim nothing about quality
+        note = f"Cheapest model per run: {cheapest}; quality not compared (pass --metric)." if cheapest else ""
     report.sections.append(frame_section("Cost per model", table, spec, note=note))
     if args.format == "markdown":
         sys.stdout.write(to_markdown(report))

@@ -43,10 +43,13 @@ def compare_models(
         raise ConfigError(f"MLflow rejected the filter {filter_string!r}: {e.message}", field="--filter") from e
 
     per_run: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # model -> run group -> figures
+    simulated = counted = 0
     for r in runs:
         model = r.data.tags.get(names.TAG_MODEL)
         if not model or r.data.tags.get(names.TAG_KIND) == names.KIND_DAG_RUN:  # a total, not a run of the model
             continue
+        counted += 1
+        simulated += r.data.tags.get("mlcost.simulated") == "true"
         m, t = r.data.metrics, r.data.tags
         group = t.get("mlcost.run_key") or r.info.run_id
         g = per_run[model].setdefault(group, {"cost": 0.0, "idle": 0.0, "util": [], "inferences": 0.0, "train": False})
@@ -88,19 +91,32 @@ def compare_models(
     df = pd.DataFrame(rows, columns=["model", "runs", "median_usd", "total_usd", "usd_per_retrain",
                                      "usd_per_1k_inferences", "util_pct", "idle_share", "quality"])  # fmt: skip
     df = df.sort_values("median_usd").reset_index(drop=True)
-    ok = df
-    if metric:
+    best = None
+    if metric:  # without a quality metric nothing says what is acceptable: no such claim
         ok = df[df["quality"].notna()]
         if min_quality is not None:
             ok = ok[ok["quality"] <= min_quality] if lower_is_better else ok[ok["quality"] >= min_quality]
-    df.attrs["cheapest_acceptable"] = None if ok.empty else str(ok.iloc[0]["model"])
+        best = None if ok.empty else str(ok.iloc[0]["model"])
+    df.attrs["cheapest_acceptable"] = best
+    df.attrs["cheapest"] = None if df.empty else str(df.iloc[0]["model"])
     df.attrs["metric"] = metric
+    df.attrs["min_quality"] = min_quality
+    df.attrs["simulated_runs"], df.attrs["runs"] = simulated, counted
     return df
 
 
 def cost_quality_png(df: Any, *, metric: str | None, lower_is_better: bool = False) -> bytes:
-    """Median cost per run (x) against quality (y), one labelled point per model; the cheapest
-    acceptable model is drawn in its own colour. Without a metric: a bar chart of cost per model."""
+    """:func:`cost_quality_figure` as PNG bytes."""
+    fig = cost_quality_figure(df, metric=metric, lower_is_better=lower_is_better)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
+
+
+def cost_quality_figure(df: Any, *, metric: str | None, lower_is_better: bool = False) -> Any:
+    """Median cost per run (x) against quality (y), one labelled point per model; the acceptable
+    quality (``df.attrs["min_quality"]``) is a dashed line, and the cheapest acceptable model is drawn
+    in its own colour. Without a metric: a bar chart of cost per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,6 +125,7 @@ def cost_quality_png(df: Any, *, metric: str | None, lower_is_better: bool = Fal
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     best = df.attrs.get("cheapest_acceptable")
+    min_quality = df.attrs.get("min_quality")
     if metric and df["quality"].notna().any():
         d = df[df["quality"].notna()]
         colors = ["#dd8452" if m == best else "#4c72b0" for m in d["model"]]
@@ -116,6 +133,11 @@ def cost_quality_png(df: Any, *, metric: str | None, lower_is_better: bool = Fal
         for r in d.itertuples():
             ax.annotate(r.model + ("  ← cheapest acceptable" if r.model == best else ""), (r.median_usd, r.quality),
                         textcoords="offset points", xytext=(6, 4), fontsize=8)  # fmt: skip
+        if min_quality is not None:
+            side = "at most" if lower_is_better else "at least"
+            ax.axhline(min_quality, color="#c44e52", linestyle="--", linewidth=1,
+                       label=f"acceptable: {metric} {side} {min_quality:g}")  # fmt: skip
+            ax.legend(loc="best", fontsize=8)
         ax.set_xlabel("median cost per run (USD)")
         ax.set_ylabel(f"{metric} ({'lower' if lower_is_better else 'higher'} is better)")
         ax.set_title("Cost vs quality per model")
@@ -124,6 +146,4 @@ def cost_quality_png(df: Any, *, metric: str | None, lower_is_better: bool = Fal
         ax.set_xlabel("median cost per run (USD)")
         ax.set_title("Cost per model")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
+    return fig

@@ -9,6 +9,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlcost.figures import num, usd  # noqa: F401  (re-exported: reports format with them)
 from mlcost.reports.analysis import Recommendation
 
 
@@ -27,16 +28,6 @@ class Report:
     sections: list[Section] = field(default_factory=list)
     plots: list[tuple[str, bytes]] = field(default_factory=list)  # (caption, PNG)
     data: dict[str, Any] = field(default_factory=dict)  # the raw frames, for plots and JSON
-
-
-def usd(v: Any) -> str:
-    if v is None or v != v:  # None or NaN
-        return "–"
-    return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.4f}"
-
-
-def num(v: Any, fmt: str = ".2f") -> str:
-    return "–" if v is None or v != v else format(v, fmt)
 
 
 def pct(v: Any) -> str:
@@ -62,19 +53,33 @@ def recommendations_section(recs: list[Recommendation]) -> Section:
 
 # terminal ---------------------------------------------------------------------------------------
 def to_terminal(report: Report, console: Any = None) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    console.print(f"[bold]{report.title}[/bold]  {report.subtitle}")
+    console.print(f"[bold]{report.title}[/bold]  {report.subtitle}", highlight=False)
     for s in report.sections:
-        table = Table(title=s.title, title_justify="left", show_lines=False)
-        for c in s.columns:
-            table.add_column(c, overflow="fold")
-        for row in s.rows:
+        # compact (fits 80 columns): the first column is the key and is never cut; the others fold
+        table = Table(title=s.title, title_justify="left", show_lines=False, box=box.SIMPLE_HEAD, show_edge=False,
+                      padding=(0, 1, 0, 0))  # fmt: skip
+        key_width = max([len(s.columns[0]), *(len(r[0]) for r in s.rows)]) if s.columns else 0
+        # prose ("why") reads better under the table than folded into a 10-character column
+        prose = s.columns.index("why") if "why" in s.columns else None
+        columns = [c for i, c in enumerate(s.columns) if i != prose]
+        rows = [[v for i, v in enumerate(r) if i != prose] for r in s.rows]
+        for i, c in enumerate(columns):
+            if i == 0:
+                table.add_column(c, no_wrap=True, min_width=key_width)
+            else:
+                table.add_column(c, overflow="fold")
+        for row in rows:
             table.add_row(*row)
         if s.rows:
             console.print(table)
+        if prose is not None:
+            for r in s.rows:
+                console.print(f"  {r[0]}: {r[prose]}", highlight=False)
         if s.note:
             console.print(f"[dim]{s.title}: {s.note}[/dim]")
 

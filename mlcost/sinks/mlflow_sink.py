@@ -1,4 +1,4 @@
-"""The MLflow sink: one batched write per step, with the names of DESIGN.md.
+"""The MLflow sink: one batched write per step, with the names of docs/architecture.md.
 
 Never a tracking-store call per sample: the whole step is one ``log_batch`` (chunked at MLflow's
 1,000-metric limit) at the end, plus a small periodic flush for long steps. The tracking server may
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from datetime import datetime
 from typing import Any
 
 from mlcost import names
+from mlcost.names import ENV_MLFLOW_TRACKING_URI
 from mlcost.sinks.ledger import Ledger
 from mlcost.step import STATUS_FAILED, STATUS_KILLED, STATUS_RUNNING, STATUS_SUCCEEDED, StepCost
 
@@ -61,6 +63,9 @@ def step_tags(step: StepCost) -> dict[str, str]:
     )
     if "nodes" in step.context:
         tags["mlcost.nodes"] = step.context["nodes"]
+    if step.job_id is not None:
+        tags[names.TAG_JOB_ID] = step.job_id
+        tags[names.TAG_NODE_RANK] = str(step.node_rank)
     if step.gpu_type:
         tags[names.TAG_GPU_TYPE] = step.gpu_type
     if step.simulated:
@@ -78,9 +83,43 @@ def _epoch_ms(iso: str | None) -> int:
     return int(datetime.fromisoformat(iso).timestamp() * 1000) if iso else int(time.time() * 1000)
 
 
-def find_run(client: Any, experiment_ids: list[str], step_id: str) -> Any | None:
-    runs = client.search_runs(experiment_ids, filter_string=f"tags.`{names.TAG_STEP_ID}` = '{step_id}'", max_results=1)
-    return runs[0] if runs else None
+def all_experiment_ids(client: Any) -> list[str]:
+    """Every active experiment's id: a step may have been logged to any of them (``experiment=``,
+    ``$MLFLOW_EXPERIMENT_NAME``, the caller's run), so a replay must look for it in all."""
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = getattr(page, "token", None)
+        if not token:
+            return ids
+
+
+def find_run(client: Any, experiment_ids: list[str] | None, step_id: str) -> Any | None:
+    """The run holding step ``step_id`` (its ``mlcost.step_id`` tag), in ``experiment_ids`` or, when
+    ``None``, in every experiment."""
+    ids = experiment_ids if experiment_ids is not None else all_experiment_ids(client)
+    flt = f"tags.`{names.TAG_STEP_ID}` = '{step_id}'"
+    for i in range(0, len(ids), 100):  # a server may cap the experiments of one search
+        runs = client.search_runs(ids[i : i + 100], filter_string=flt, max_results=1)
+        if runs:
+            return runs[0]
+    return None
+
+
+def find_dag_run_parent(client: Any, experiment_ids: list[str], run_key: str) -> str | None:
+    """The run of the DAG run / pipeline run ``run_key`` (tagged ``mlcost.kind=dag_run``) that its steps
+    nest under, oldest first as the Airflow hook picks it; None when there is none."""
+    escaped = run_key.replace("'", "\\'")
+    runs = client.search_runs(
+        experiment_ids,
+        filter_string=f"tags.`mlcost.run_key` = '{escaped}' AND tags.`{names.TAG_KIND}` = '{names.KIND_DAG_RUN}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10,
+    )
+    runs = [r for r in runs if "mlcost.duplicate_of" not in r.data.tags]
+    return runs[0].info.run_id if runs else None
 
 
 def log_step(
@@ -107,13 +146,15 @@ def log_step(
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         exp = client.get_experiment_by_name(name)
         experiment_id = exp.experiment_id if exp else client.create_experiment(name)
-        existing = find_run(client, [experiment_id], step.step_id)
+        existing = find_run(client, None, step.step_id)  # wherever an earlier attempt logged it
         if existing is not None:
             run_id = existing.info.run_id
             if names.COST_USD in existing.data.metrics and existing.info.status != "RUNNING":
                 return run_id  # already complete: a replay adds nothing
         else:
             start_tags = {names.TAG_STEP_ID: step.step_id}
+            if parent_run_id is None and step.run_key:  # a replay: nest it where the live write would have
+                parent_run_id = find_dag_run_parent(client, [experiment_id], step.run_key)
             if parent_run_id:
                 start_tags["mlflow.parentRunId"] = parent_run_id
             run = client.create_run(
@@ -133,6 +174,19 @@ def log_step(
     return run_id
 
 
+def target_uri(tracking_uri: str | None) -> str:
+    """The server a step's MLflow write goes to: ``tracking_uri``, else MLflow's own choice
+    (``mlflow.set_tracking_uri``, ``$MLFLOW_TRACKING_URI``)."""
+    if tracking_uri:
+        return tracking_uri
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None and os.environ.get(ENV_MLFLOW_TRACKING_URI):
+        return os.environ[ENV_MLFLOW_TRACKING_URI]  # what MLflow would use; no import to find out
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
 def log_step_with_timeout(
     step: StepCost,
     series: dict[str, list[tuple[int, float]]] | None,
@@ -142,21 +196,32 @@ def log_step_with_timeout(
     **kwargs: Any,
 ) -> str | None:
     """:func:`log_step` on a daemon thread, waited for at most ``timeout_s``: an unreachable tracking
-    server retries for minutes, and a step must not wait that long on its way out. What did not
-    make it stays unsynced in the ledger for ``mlcost sync``."""
+    server retries for minutes, and a step must not wait that long on its way out. A server that
+    refuses the connection is known at once (a TCP probe first), so only one that accepts and then
+    hangs costs the timeout. What did not make it stays unsynced in the ledger for ``mlcost sync``,
+    which the ledger notes per server (:func:`mlcost.sinks.mlflow_reach.sink_key`)."""
+    from mlcost.sinks.mlflow_reach import probe, redact, sink_key
+
     result: dict[str, Any] = {}
+    done = threading.Event()
 
     def work() -> None:
         try:
+            uri = target_uri(kwargs.get("tracking_uri"))
+            reason = probe(uri, timeout_s=min(timeout_s, 3.0), http=False)
+            if reason:
+                raise ConnectionError(f"tracking server {redact(uri)}: {reason}")
             result["run_id"] = log_step(step, series, **kwargs)
-            ledger.mark_synced(step.step_id, SINK, result["run_id"])
+            ledger.mark_synced(step.step_id, sink_key(uri), result["run_id"])
         except Exception as e:
             result["error"] = e
+        finally:
+            done.set()
 
     thread = threading.Thread(target=work, name="mlcost-mlflow", daemon=True)
     thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
+    done.wait(timeout_s)
+    if not done.is_set():
         log.warning(
             "mlcost: MLflow did not answer within %.0fs; step %s is in the ledger %s, run `mlcost sync` later",
             timeout_s,
@@ -168,7 +233,7 @@ def log_step_with_timeout(
         log.warning(
             "mlcost: could not log step %s to MLflow (%s); it is in the ledger %s, run `mlcost sync` later",
             step.step_id,
-            result["error"],
+            str(result["error"]).splitlines()[0] if str(result["error"]) else type(result["error"]).__name__,
             ledger.path,
         )
         return None
@@ -176,8 +241,15 @@ def log_step_with_timeout(
 
 
 def flush_running(step: StepCost, **kwargs: Any) -> None:
-    """The periodic flush of a long step: its figures so far, on its own run (best effort)."""
+    """The periodic flush of a long step: its figures so far, on its own run (best effort; skipped
+    at once when the server refuses connections, so the step's end never waits on a flush)."""
+    from mlcost.sinks.mlflow_reach import probe
+
     try:
+        reason = probe(target_uri(kwargs.get("tracking_uri")), timeout_s=3.0, http=False)
+        if reason:
+            log.debug("mlcost: periodic MLflow flush skipped: %s", reason)
+            return
         log_step(step, None, **kwargs)
     except Exception as e:
         log.debug("mlcost: periodic MLflow flush failed: %s", e)

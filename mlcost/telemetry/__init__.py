@@ -1,7 +1,7 @@
 """GPU and host telemetry: pick a backend from the environment.
 
 ``import mlcost.telemetry`` stays cheap: pynvml and psutil are imported only when a backend is
-opened. See DESIGN.md for ``MLCOST_GPU_BACKEND`` and the ``MLCOST_SIM_*`` variables.
+opened. See docs/architecture.md and the README for ``MLCOST_GPU_BACKEND`` and the ``MLCOST_SIM_*`` variables.
 """
 
 from __future__ import annotations
@@ -41,23 +41,39 @@ def open_backend(env: Mapping[str, str] | None = None) -> GpuBackend:
     return _nvml(visible, explicit=choice == "nvml")
 
 
-def _nvml(visible: str | None, *, explicit: bool) -> GpuBackend:
-    level = logging.WARNING if explicit else logging.INFO
+_warned_unknown = False  # the once-per-process warning of an unset backend without a driver
+
+
+def _no_telemetry(reason: str, explicit: bool) -> NullBackend:
+    """Say that the step is priced by allocation alone: loudly when NVML was asked for, and once
+    per process when nothing was set (a CPU-only machine would otherwise repeat it every step)."""
+    global _warned_unknown
+    if explicit:
+        log.warning("mlcost: no GPU telemetry: %s", reason)
+    elif not _warned_unknown:
+        _warned_unknown = True
+        log.warning("mlcost: no GPU telemetry (%s): GPU usage is unknown and cost is the allocation only; "
+                    "set %s=none to say that is intended", reason, ENV_GPU_BACKEND)
+    else:
+        log.info("mlcost: no GPU telemetry: %s", reason)
+    return NullBackend(reason)
+
+
+def _nvml(visible: str | None, *, explicit: bool, nvml: object = None) -> GpuBackend:
+    """``nvml``: a module with pynvml's API (tests pass the simulated one to share this path)."""
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError as e:
+            return _no_telemetry(f"nvidia-ml-py is not installed ({e}); pip install nvidia-ml-py", explicit)
     try:
-        import pynvml
-    except ImportError as e:
-        reason = f"nvidia-ml-py is not installed ({e}); pip install nvidia-ml-py"
-        log.log(level, "mlcost: no GPU telemetry: %s", reason)
-        return NullBackend(reason)
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as e:
-        reason = f"NVML could not start ({type(e).__name__}: {e}); no NVIDIA driver on this machine?"
-        log.log(level, "mlcost: no GPU telemetry: %s", reason)
-        return NullBackend(reason)
+        nvml.nvmlInit()
+    except nvml.NVMLError as e:
+        return _no_telemetry(f"NVML could not start ({type(e).__name__}: {e}); no NVIDIA driver on this machine?",
+                             explicit)
     from mlcost.telemetry.nvml import NvmlBackend
 
-    return NvmlBackend(nvml=pynvml, visible_devices=visible, initialized=True)
+    return NvmlBackend(nvml=nvml, visible_devices=visible, initialized=True)
 
 
 def _simulated(env: Mapping[str, str], visible: str | None) -> GpuBackend:

@@ -64,6 +64,7 @@ class BackendStatus:
     energy_method: str = ENERGY_NONE  # the method the backend can offer
     degraded_reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    device_signals: dict[int, str] = field(default_factory=dict)  # job device index -> its util signal
 
 
 @runtime_checkable

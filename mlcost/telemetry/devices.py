@@ -6,8 +6,11 @@ list of indices, ``GPU-<uuid>`` (any unambiguous prefix) or ``MIG-<uuid>`` (also
 ambiguous or repeated (so ``-1`` hides everything). Order is NVML's (PCI bus) order, which is CUDA's
 under ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` and on nodes of identical GPUs.
 
-A physical GPU with MIG mode on is never metered whole: selecting it selects its MIG instances,
-each metered as its slice.
+A physical GPU with MIG mode on is never metered whole. Its index selects its first MIG instance
+(NVML's MIG index 0), as CUDA does: a CUDA process enumerates one MIG device (the MIG user guide,
+"CUDA Device Enumeration"; nvitop's parser models CUDA the same way). Its GPU UUID, or no
+``CUDA_VISIBLE_DEVICES`` at all, selects every instance: the meter may wrap a launcher whose
+workers each get one, so the job's devices are all it was given. Each is metered as its slice.
 """
 
 from __future__ import annotations
@@ -94,7 +97,10 @@ def _lookup(entry: str, gpus: Sequence[PhysicalGpu]) -> list[Selected] | None:
         hit = _unique(hits)
         return [Selected(*hit)] if hit else None
     if entry.isdigit() and int(entry) < len(gpus):
-        return _expand(gpus[int(entry)])
+        gpu = gpus[int(entry)]
+        if gpu.mig is not None:  # CUDA: the index of a MIG-enabled GPU means its first instance
+            return [Selected(gpu, gpu.mig[0])] if gpu.mig else None
+        return [Selected(gpu)]
     return None
 
 

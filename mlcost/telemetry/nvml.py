@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 _LOST_CODES = {1, 9, 15, 16, 18, 28, 999, 6}  # uninitialized, driver gone, GPU lost, reset, RM mismatch, not found
 _UNSUPPORTED_CODES = {3, 4, 13, 25, 26}  # not supported, no permission, function missing, version, deprecated
 _FROM_ENV = object()
+_FIGURES = {"util", "gpm_sm", "memory", "power", "energy"}  # what a dropped capability degrades; not
+# temperature, clocks or tensor activity, which no cost figure depends on
 _NOMINAL_GB = {"H100": 80, "H200": 141, "A100-80GB": 80, "A100-40GB": 40, "L40S": 48, "L4": 24, "A10G": 24, "T4": 16}
 _GPU_PATTERNS = (
     (r"\bH200\b", "H200"), (r"\bH100\b", "H100"), (r"\bA100\b.*80\s*GB", "A100-80GB"),
@@ -119,6 +121,8 @@ class NvmlBackend:
         dev.caps.discard(cap)
         message = f"device {dev.info.index} ({dev.info.name}): {cap} not available ({why}); it reads as None"
         self.status.warnings.append(message)
+        if cap in _FIGURES:  # a figure the record carries is missing or estimated: say so on it
+            self.status.degraded_reasons.append(message)
         log.warning("mlcost: %s", message)
         if cap in ("gpm_sm", "util"):
             self._update_signals()
@@ -231,9 +235,10 @@ class NvmlBackend:
         return values
 
     def _update_signals(self) -> None:
-        for dev in self._devices.values():
+        for index, dev in self._devices.items():
             dev.util_signal = (base.UTIL_SIGNAL_GPM_SM if "gpm_sm" in dev.caps
                                else base.UTIL_SIGNAL_NVML if "util" in dev.caps else base.UTIL_SIGNAL_NONE)
+            self.status.device_signals[index] = dev.util_signal
         devs = list(self._devices.values())
         signals = {d.util_signal for d in devs}
         self.status.util_signal = signals.pop() if len(signals) == 1 else (

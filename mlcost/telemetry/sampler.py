@@ -17,7 +17,15 @@ from typing import Any
 
 from mlcost.errors import DeviceLost
 from mlcost.names import MAX_SERIES_POINTS, series_key
-from mlcost.telemetry.base import ENERGY_COUNTER, ENERGY_INTEGRATED, ENERGY_NONE, DeviceInfo, GpuBackend, NullBackend
+from mlcost.telemetry.base import (
+    ENERGY_COUNTER,
+    ENERGY_INTEGRATED,
+    ENERGY_NONE,
+    UTIL_SIGNAL_NONE,
+    DeviceInfo,
+    GpuBackend,
+    NullBackend,
+)
 from mlcost.usage import DeviceUsage, HostUsage, Usage
 
 log = logging.getLogger(__name__)
@@ -175,8 +183,12 @@ class _DeviceAccumulator:
             self.clock_sum += r.sm_clock_mhz
             self.clock_reads += 1
 
-    def usage(self, start: float) -> DeviceUsage:
+    def usage(self, start: float, util_signal: str) -> DeviceUsage:
+        """``util_signal``: the device's signal as the backend chose it; "none" when no
+        utilisation was ever read, so idle time reads as unknown rather than 0."""
         d = self.device
+        if self.util.last is None:
+            util_signal = UTIL_SIGNAL_NONE
         if self.energy_first is not None and self.energy_last is not None and self.seconds > 0:
             energy, method = (self.energy_last - self.energy_first) / _MJ_PER_KWH, ENERGY_COUNTER
         elif self.power.seconds > 0:
@@ -191,6 +203,7 @@ class _DeviceAccumulator:
             mig_profile=d.mig_profile,
             seconds=self.seconds,
             samples=self.samples,
+            util_signal=util_signal,
             util_mean_pct=self.util.mean,
             util_peak_pct=self.util_peak,
             nvml_util_mean_pct=self.nvml_util.mean,
@@ -379,7 +392,8 @@ class Sampler:
     def usage(self) -> Usage:
         with self._lock:
             status = self.backend.status
-            devices = [a.usage(self.start_t) for a in self._devices]
+            devices = [a.usage(self.start_t, status.device_signals.get(a.device.index, status.util_signal))
+                       for a in self._devices]
             reasons = list(dict.fromkeys([*status.degraded_reasons, *self._degraded]))
             methods = {d.energy_method for d in devices}
             host = HostUsage(

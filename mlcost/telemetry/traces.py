@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import bisect
 import csv
+import io
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, shown
 
 PRESETS = ("busy", "idle", "bursty", "starved")
 COLUMNS = ("t_s", "device", "util_pct", "mem_used_gb", "power_w")
 _OPTIONAL = ("sm_active_pct", "tensor_active_pct", "event")
+MAX_TRACE_BYTES = 256 * 2**20  # a week at one row per second and device is ~25 MB
 
 # Board power (W) and memory (GB, as marketed) per catalog GPU type: finops-facts.md datasheets.
 GPU_SPECS: dict[str, tuple[float, float]] = {
@@ -206,14 +208,29 @@ def load_trace(spec: str | Path, *, gpu_type: str = "H100", devices: int = 1) ->
 
 
 def read_csv(path: Path) -> Trace:
-    """Parse a CSV trace; errors name the file, the line and the column."""
+    """Parse a CSV trace; errors name the file, the line and the column.
+
+    A trace that cannot be read (not UTF-8, a field longer than the csv module's limit of 131,072
+    characters, over ``MAX_TRACE_BYTES``) is refused with a ConfigError naming the file, before
+    the step's body runs, like any other bad trace: the trace is a fixture someone chose with
+    ``MLCOST_SIM_TRACE``, and a step "measured" on telemetry other than the one asked for would
+    make the test that chose it pass or fail for the wrong reason."""
+    from mlcost.config_files import read_text
+
     source = str(path)
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read the trace ({e.strerror}); give a CSV path or one of {', '.join(PRESETS)}",
-                          source=source) from e
-    reader = csv.DictReader(text.splitlines())
+        text = read_text(path, what="trace", max_bytes=MAX_TRACE_BYTES)
+    except ConfigError as e:
+        hint = f"; give a CSV path or one of {', '.join(PRESETS)}" if "not found" in e.detail else ""
+        raise ConfigError(e.detail + hint, source=source) from e
+    try:
+        return _parse_csv(text, source)
+    except csv.Error as e:  # e.g. "field larger than field limit (131072)", a NUL byte
+        raise ConfigError(f"not a readable CSV trace: {e}", source=source) from e
+
+
+def _parse_csv(text: str, source: str) -> Trace:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
@@ -221,7 +238,8 @@ def read_csv(path: Path) -> Trace:
                           f"(optional: {', '.join(_OPTIONAL)})", source=source, field=missing[0])
     rows: dict[int, list[TraceRow]] = {}
     lost: dict[int, float] = {}
-    for line_no, raw in enumerate(reader, start=2):
+    for raw in reader:
+        line_no = reader.line_num
         rec = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
 
         def num(col: str, optional: bool = False, rec=rec, line_no=line_no) -> float | None:
@@ -234,7 +252,7 @@ def read_csv(path: Path) -> Trace:
                 value = math.nan
             if not math.isfinite(value) or value < 0 or (col.endswith("_pct") and value > 100):
                 allowed = "a number from 0 to 100" if col.endswith("_pct") else "a non-negative number"
-                raise ConfigError(f"line {line_no}: {text!r} is not {allowed}", source=source, field=col)
+                raise ConfigError(f"line {line_no}: {shown(text)} is not {allowed}", source=source, field=col)
             return value
 
         device_f = num("device")
@@ -243,7 +261,8 @@ def read_csv(path: Path) -> Trace:
         device, t = int(device_f), num("t_s")
         event = rec.get("event", "")
         if event not in ("", "lost"):
-            raise ConfigError(f"line {line_no}: unknown event {event!r}; allowed: lost", source=source, field="event")
+            raise ConfigError(f"line {line_no}: unknown event {shown(event)}; allowed: lost", source=source,
+                              field="event")
         if event == "lost":
             lost[device] = min(lost.get(device, math.inf), t)
             continue

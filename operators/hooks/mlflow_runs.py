@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from mlcost.operators.version_compat import BaseHook
 
@@ -22,6 +24,34 @@ log = logging.getLogger(__name__)
 TAG_RUN_KEY = "mlcost.run_key"
 DEFAULT_EXPERIMENT = "mlcost"
 CONFIG_SECTION = "mlcost"
+CALL_TIMEOUT_S = 15.0
+"""How long a task waits for one MLflow call of the operators (the meter's own bound is the same)."""
+
+T = TypeVar("T")
+
+
+def bounded(call: Callable[[], T], what: str, timeout_s: float = CALL_TIMEOUT_S) -> T | None:
+    """``call()`` on a daemon thread, waited for at most ``timeout_s``; None when it raised or did not
+    finish. An unreachable tracking server makes MLflow's client retry for minutes; a task must not
+    wait that long before or after its step (the ledger has the step; ``mlcost sync`` replays it)."""
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["value"] = call()
+        except Exception as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=work, name="mlcost-mlflow-call", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning("mlcost: MLflow did not answer within %.0fs (%s); going on without it", timeout_s, what)
+        return None
+    if "error" in result:
+        log.warning("mlcost: MLflow call failed (%s): %s", what, result["error"])
+        return None
+    return result.get("value")
 
 
 class MlflowRunsHook(BaseHook):

@@ -2,12 +2,16 @@
 
 The steps go through ``mlcost.meter()`` end to end (sampler, pricing, ledger, MLflow sink); only the GPU
 is simulated: the NVML backend over a simulated NVML with a constant-utilisation trace, so the idle
-share is known exactly. Costs differ by the allocation (GPUs), with equal sleep times, so a
-+30% / +5% change of cost is a +30% / +5% change of GPUs.
+share is known exactly. Each step runs on a :class:`StepClock`, a monotonic clock that moves only when
+the step says so, so every step lasts exactly ``STEP_S`` whatever the machine's load: costs differ by
+the allocation (GPUs) alone, and a +30% / +5% change of cost is a +30% / +5% change of GPUs.
+(Sleeping for the duration made the cost depend on scheduling: under load a 20-GPU step once cost
+more than a 26-GPU one.)
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,7 +32,32 @@ def constant_gpu(util_pct: float, devices: int = 1, mem_used_gb: float = 8.0) ->
                        telemetry="simulated")
 
 
-STEP_S = 1.0  # long enough that scheduling jitter stays ~1% of the cost
+STEP_S = 1.0  # seconds of StepClock time every step lasts
+TICKS = 10  # clock moves per step; the sampler reads the devices after each
+
+
+class StepClock:
+    """A monotonic clock for one step's sampler that moves only on :meth:`advance`."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _run_for(m, clock: StepClock, seconds: float) -> None:
+    """Move the step's clock by ``seconds`` in TICKS moves, letting the sampler read the devices after
+    each (waiting in real time for the read, never for the clock)."""
+    for _ in range(TICKS):
+        clock.advance(seconds / TICKS)
+        seen = m._sampler.samples
+        deadline = time.monotonic() + 30
+        while m._sampler.samples == seen and time.monotonic() < deadline:
+            time.sleep(0.002)
 
 
 @dataclass
@@ -54,11 +83,15 @@ def _metered(
     devices: int | None = None,
     **kw,
 ) -> None:
+    import mlcost.metering as metering
     from mlcost import meter
     from mlcost.policy import Policy
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    clock = StepClock()
+    real_sampler = metering.Sampler
+    metering.Sampler = functools.partial(real_sampler, clock=clock)
     try:
         tags = {"team": "search", "model": "ranker", "workload": "training", **kw.pop("tags", {})}
         with meter(
@@ -71,10 +104,12 @@ def _metered(
             policy=Policy(),
             ledger=store.ledger,
             experiment="ranker-ci",
+            mlflow_timeout_s=300,  # the step waits for its MLflow write: a loaded machine is slow, not down
             **kw,
         ) as m:
-            time.sleep(STEP_S)
+            _run_for(m, clock, STEP_S)
     finally:
+        metering.Sampler = real_sampler
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -103,8 +138,9 @@ def store(tmp_path_factory) -> Store:
     # CI variables of the shell running the tests must not tag these steps ("" counts as unset)
     ci = ("GITHUB_SHA", "GITHUB_HEAD_REF", "GITHUB_REF_NAME", "GITHUB_RUN_ID", "CI_COMMIT_SHA", "CI_COMMIT_REF_NAME")
     base = {"MLFLOW_TRACKING_URI": uri, "MLCOST_PRICES": "", **dict.fromkeys(ci, "")}
-    # warm-up outside MLflow: the first step of a process pays one-time imports inside its window
-    _metered(Store(uri="", ledger=str(root / "warmup.db")), "warmup", gpus=1, env={**base, "MLFLOW_TRACKING_URI": ""})
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).create_experiment("ranker-ci")  # the store's schema, before any step
     for _ in range(3):
         _metered(s, "main", gpus=20, env={**base, "GITHUB_REF_NAME": "main", "GITHUB_SHA": "m0"})
     for _ in range(3):

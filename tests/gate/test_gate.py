@@ -35,6 +35,20 @@ def _offenders(report, policy_key: str) -> set[str]:
     return {r for f in report["findings"] if f["policy"] == policy_key for r in f["runs"]}
 
 
+def test_the_store_costs_are_exact_whatever_the_load(store):
+    """Every step lasts exactly STEP_S on its own clock, so its cost is GPUs × STEP_S × price to the
+    last digit, and scenarios are ordered by GPUs, never by how long a sleep happened to take."""
+    from mlcost.pricing.catalog import PriceCatalog
+
+    step_s = 1.0  # conftest.STEP_S (conftest is not importable by name under --import-mode=importlib)
+
+    price = PriceCatalog.load().gpu_hour_usd("H100")
+    for scenario, gpus in (("main", 20), ("ok", 21), ("slow", 26), ("idle", 1), ("wide", 2), ("dag", 8)):
+        assert store.costs[scenario] == [pytest.approx(gpus * step_s / 3600 * price, rel=1e-12)] * len(
+            store.costs[scenario]
+        ), scenario
+
+
 def _between(lo: list[float], hi: list[float]) -> float:
     assert max(lo) < min(hi), (lo, hi)
     return (max(lo) + min(hi)) / 2
@@ -238,3 +252,17 @@ def test_unknown_experiment_or_bad_filter_exits_2(store, tmp_path, capsys):
     assert rc == 2
     rc = main(["gate", "--policy", policy, "--ledger", str(tmp_path / "missing.db")])
     assert rc == 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--since", "garbage"), ("--until", "3000000d"), ("--since", "2999-01-01")]
+)
+def test_a_bad_period_exits_2_and_never_passes(store, tmp_path, flag, value, capsys):
+    # issue 16 item 3: `gate --ledger L --since garbage` compared the text with the timestamps, matched
+    # nothing and printed "All policies passed!"; an empty period (since after until) is bad input too
+    policy = _policy(tmp_path, "[budgets]\njob_usd = 1000\n")
+    extra = ["--until", "2999-01-01"] if value == "2999-01-01" else []
+    rc = main(["gate", "--policy", policy, "--ledger", store.ledger, flag, value, *extra])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert ("--since" in err or "--until" in err) and "Traceback" not in err and "passed" not in err

@@ -102,3 +102,21 @@ def test_compare_table_and_cheapest_acceptable_model(store, quality, tmp_path):
 
 def test_compare_unknown_experiment_exits_2(store):
     assert main(["compare", "--tracking-uri", store.uri, "--experiment", "nope"]) == 2
+
+
+def test_compare_without_a_metric_claims_nothing_about_quality_and_says_simulated(store):
+    rc, text = _run("compare", "--tracking-uri", store.uri, "--experiment", "ranker-ci", "--format", "markdown")
+    assert rc == 0
+    assert "acceptable quality" not in text
+    assert "Cheapest model per run: embedder; quality not compared (pass --metric)." in text
+    assert "SIMULATED GPU: All 13 runs ran on a simulated GPU." in text  # the store's steps are simulated
+
+
+def test_the_chart_draws_the_min_quality_line(store, quality):
+    from mlcost.reports.compare import compare_models, cost_quality_figure
+
+    table = compare_models(["ranker-ci"], metric="val_auc", tracking_uri=store.uri, min_quality=0.78)
+    (ax,) = cost_quality_figure(table, metric="val_auc").axes
+    lines = [line for line in ax.get_lines() if set(line.get_ydata()) == {0.78}]
+    assert len(lines) == 1 and "at least 0.78" in lines[0].get_label()
+    assert table.attrs["cheapest_acceptable"] == "ranker"

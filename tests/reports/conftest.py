@@ -35,7 +35,18 @@ def step(
     spot: float | None = None,
     run_key: str | None = None,
     extra_tags: dict[str, str] | None = None,
+    device_utils: list[float | None] | None = None,
 ) -> StepCost:
+    """A step as the meter records it; ``device_utils`` gives each device its own mean util (the
+    step's ``util`` is then their mean over the allocation); ``status="refused"`` is a step refused
+    at preflight: ``breached``, nothing run, $0."""
+    if status == "refused":
+        status, total, hours, util, mem_gb, idle_fraction, spot = "breached", 0.0, 0.0, None, None, None, None
+        devices = 0
+    if device_utils is not None:
+        devices = len(device_utils)
+        known = [u for u in device_utils if u is not None]
+        util = sum(known) / gpus if known else None
     tags = {k: v for k, v in (("team", team), ("project", project), ("model", model), ("workload", workload)) if v}
     tags.update(extra_tags or {})
     n_dev = gpus if devices is None else devices
@@ -66,7 +77,7 @@ def step(
                 index=i,
                 gpu_type=gpu_type,
                 seconds=hours * 3600,
-                util_mean_pct=util,
+                util_mean_pct=util if device_utils is None else device_utils[i],
                 mem_peak_gb=mem_gb,
                 mem_total_gb=80.0,
             )
@@ -76,9 +87,28 @@ def step(
     )
 
 
-@pytest.fixture
-def ledger(tmp_path) -> Ledger:
-    return Ledger(tmp_path / "ledger.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path, monkeypatch) -> Ledger:
+    """The report tests run on both backends: a SQLite file, and a fresh database on the session's
+    real PostgreSQL (tests/pg_server.py), with this machine's outbox in the test's folder."""
+    if request.param == "sqlite":
+        return Ledger(tmp_path / "ledger.db")
+    monkeypatch.setenv("MLCOST_OUTBOX", str(tmp_path / "outbox.db"))
+    return Ledger(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engines():
+    """A test's pooled connections end with it (each PostgreSQL test has its own database)."""
+    yield
+    from mlcost.ledger.store import dispose_all
+
+    dispose_all()
+
+
+def spec(ledger: Ledger) -> str:
+    """What ``--ledger`` says for ``ledger``: its file, or its database's URL."""
+    return ledger.target.url if ledger.shared else str(ledger.path)
 
 
 def write(ledger: Ledger, *steps: StepCost) -> list[StepCost]:
@@ -95,5 +125,5 @@ def mk():
         pass
 
     m = _Mk()
-    m.step, m.write = step, write
+    m.step, m.write, m.spec = step, write, spec
     return m

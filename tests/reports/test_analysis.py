@@ -128,15 +128,86 @@ def test_anomaly_flags_a_5x_spike_and_not_normal_variation(ledger, mk):
     spike = mk.step("nightly", 50.0, gpus=5, started=days[-1])  # 5 GPUs instead of 1: 5x the cost
     mk.write(ledger, *normal, spike)
     df = a.anomalies(ledger, ALL)
-    # median of the 10 costs = (10.1 + 10.2) / 2 = 10.15; |deviations| sorted: .05 .05 .15 .15 .25 .25 ...
-    # -> MAD = 0.25; z(50) = 0.6745 x 39.85 / 0.25 = 107.5; z(10.5) = 0.6745 x 0.35 / 0.25 = 0.94
+    # the spike against the 9 runs before it: sorted 9.7 9.8 9.9 10.0 10.1 10.2 10.3 10.4 10.5 -> median
+    # 10.1; |deviations| sorted: 0 .1 .1 .2 .2 .3 .3 .4 .4 -> MAD = 0.2; z(50) = 0.6745 x 39.9 / 0.2 = 134.6.
+    # The 6th run (10.1, 5 runs before it: median 10.0, MAD 0.2) scores 0.34: not flagged.
     assert list(df["step_id"]) == [spike.step_id]
     row = df.iloc[0]
-    assert row["metric"] == "total_usd" and row["median"] == pytest.approx(10.15)
-    assert row["z"] == pytest.approx(0.6745 * 39.85 / 0.25)
+    assert row["metric"] == "total_usd" and row["median"] == pytest.approx(10.1)
+    assert row["z"] == pytest.approx(0.6745 * 39.9 / 0.2)
     assert "5 GPUs instead of the usual 1" in row["cause"]
 
 
 def test_no_anomaly_without_enough_history(ledger, mk):
     mk.write(ledger, mk.step("new", 1.0), mk.step("new", 1.1), mk.step("new", 9.0))
     assert a.anomalies(ledger, ALL).empty
+
+
+# issue 10 item 8: a step refused at preflight ($0, breached) is not a run ---------------------------
+def test_a_refused_step_is_not_a_retrain_nor_a_run_to_right_size(ledger, mk):
+    s = mk.step
+    mk.write(
+        ledger,
+        s("fit", 8.0, run_key="r1"), s("fit", 12.0, run_key="r2"),  # two retrains that ran
+        s("fit", 0.0, run_key="r3", status="refused"),  # refused at preflight: over its budget
+        *[s("embed", 12.29, util=20.0, mem_gb=8.0, model="embedder") for _ in range(3)],
+        s("embed", 0.0, status="refused", model="embedder"),
+    )  # fmt: skip
+    df = a.unit_economics(ledger, ALL).set_index("model")
+    assert df.loc["ranker", "retrains"] == 2  # not 3
+    assert df.loc["ranker", "usd_per_retrain"] == pytest.approx(10.0)  # (8 + 12) / 2, not / 3
+    (rec,) = a.rightsizing(ledger, ALL, PriceCatalog.load())
+    assert rec.step == "embed" and rec.runs == 3  # not 4
+
+
+# issue 10 item 9: anomalies per step name and tags, against the runs before each one -----------------
+def test_two_teams_train_steps_are_two_histories(ledger, mk):
+    # search trains a small ranker daily (~$10); ads trains a big model now and then (~$100, as usual
+    # for them). One history per name would call every ads run a 10x spike of search's `train`.
+    steps = [mk.step("train", 10.0 + (d % 3) * 0.2, team="search", model="ranker",
+                     started=f"2025-06-{d:02d}T10:00:00+00:00") for d in range(1, 21)]  # fmt: skip
+    steps += [mk.step("train", 100.0 + (d % 3) * 2, team="ads", model="ctr",
+                      started=f"2025-06-{d:02d}T11:00:00+00:00") for d in range(3, 20, 2)]  # fmt: skip
+    mk.write(ledger, *steps)
+    assert a.anomalies(ledger, ALL).empty
+    # a real spike of ads' train is still found, against ads' own past
+    spike = mk.step("train", 400.0, team="ads", model="ctr", gpus=4, started="2025-06-25T11:00:00+00:00")
+    mk.write(ledger, spike)
+    assert list(a.anomalies(ledger, ALL)["step_id"]) == [spike.step_id]
+
+
+def test_a_run_is_compared_only_with_runs_before_it(ledger, mk):
+    # ten runs at $50, then the step was optimised and ran twenty times at $10: the early runs were
+    # ordinary when they ran; judged against the later, cheaper runs they would all be "5x spikes"
+    days = [f"2025-06-{d:02d}T10:00:00+00:00" for d in range(1, 31)]
+    costs = [50.0] * 10 + [10.0] * 20
+    mk.write(ledger, *[mk.step("nightly", c, started=d) for c, d in zip(costs, days, strict=True)])
+    assert a.anomalies(ledger, ALL).empty
+    # and a spike after the change is judged against the recent past
+    spike = mk.step("nightly", 30.0, started="2025-07-01T10:00:00+00:00")
+    mk.write(ledger, spike)
+    assert list(a.anomalies(ledger, ALL)["step_id"]) == [spike.step_id]
+
+
+# issue 10 item 10: right-sizing by per-device utilisation; an idle step is idle ---------------------
+def test_fewer_gpus_when_one_of_four_visible_gpus_works(ledger, mk):
+    four = 4 * 12.29
+    mk.write(ledger, *[mk.step("train4", four, gpus=4, device_utils=[88.0, 0.0, 0.0, 0.0]) for _ in range(2)])
+    (rec,) = a.rightsizing(ledger, ALL, PriceCatalog.load())
+    assert rec.kind == "fewer_gpus" and rec.suggested == "1x H100"  # 4 seen, 3 of them at 0%
+    assert rec.saving_usd == pytest.approx(2 * four * 3 / 4)
+    assert "at most 1 was busy" in rec.why
+
+
+def test_a_step_at_zero_util_is_idle_not_a_mig_slice(ledger, mk):
+    mk.write(ledger, *[mk.step("sleepy", 12.29, util=0.4, mem_gb=1.0) for _ in range(3)])
+    (rec,) = a.rightsizing(ledger, ALL, PriceCatalog.load())
+    assert rec.kind == "idle" and "stop" in rec.suggested  # not "fits a 1g.10gb MIG instance"
+    assert rec.saving_usd == pytest.approx(3 * 12.29)
+    assert "MIG" not in rec.suggested
+
+
+def test_a_mig_device_without_util_signal_is_not_counted_idle(ledger, mk):
+    # MIG on an A100 has no per-instance util: unknown is not 0%, so no GPU is called unused
+    mk.write(ledger, mk.step("mig2", 2.0, gpus=2, gpu_type="A100-80GB", device_utils=[None, None], util=None))
+    assert a.rightsizing(ledger, ALL, PriceCatalog.load()) == []

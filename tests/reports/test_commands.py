@@ -27,7 +27,7 @@ def _ledger(ledger, mk):
 
 def test_report_markdown_has_every_section_with_the_hand_computed_figures(ledger, mk, capsys):
     _ledger(ledger, mk)
-    rc = main(["report", "--ledger", str(ledger.path), "--format", "markdown", "--by", "team",
+    rc = main(["report", "--ledger", mk.spec(ledger), "--format", "markdown", "--by", "team",
                "--outcome", "orders=1000"])  # fmt: skip
     assert rc == 0
     out = capsys.readouterr().out
@@ -44,7 +44,7 @@ def test_report_markdown_has_every_section_with_the_hand_computed_figures(ledger
 def test_report_html_is_self_contained_with_embedded_png_plots(ledger, mk, tmp_path):
     _ledger(ledger, mk)
     out = tmp_path / "report.html"
-    assert main(["report", "--ledger", str(ledger.path), "--format", "html", "-o", str(out)]) == 0
+    assert main(["report", "--ledger", mk.spec(ledger), "--format", "html", "-o", str(out)]) == 0
     text = out.read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
     assert len(images) == 2
@@ -54,7 +54,7 @@ def test_report_html_is_self_contained_with_embedded_png_plots(ledger, mk, tmp_p
 
 def test_report_terminal_and_period(ledger, mk, capsys):
     _ledger(ledger, mk)
-    assert main(["report", "--ledger", str(ledger.path), "--since", "2025-06-11", "--by", "team"]) == 0
+    assert main(["report", "--ledger", mk.spec(ledger), "--since", "2025-06-11", "--by", "team"]) == 0
     out = capsys.readouterr().out
     assert "Chargeback by team" in out and "$2.00" in out and "$14.29" not in out
 
@@ -62,17 +62,22 @@ def test_report_terminal_and_period(ledger, mk, capsys):
 def test_report_bad_input_exits_2(ledger, mk, tmp_path, capsys):
     _ledger(ledger, mk)
     assert main(["report", "--ledger", str(tmp_path / "none.db")]) == 2
-    assert main(["report", "--ledger", str(ledger.path), "--by", "colour"]) == 2
-    assert main(["report", "--ledger", str(ledger.path), "--since", "last tuesday"]) == 2
-    assert main(["report", "--ledger", str(ledger.path), "--outcome", "orders"]) == 2
+    assert main(["report", "--ledger", mk.spec(ledger), "--by", "colour"]) == 2
+    assert main(["report", "--ledger", mk.spec(ledger), "--since", "last tuesday"]) == 2
+    assert main(["report", "--ledger", mk.spec(ledger), "--outcome", "orders"]) == 2
     assert "--by" in capsys.readouterr().err
+    assert main(["report", "--ledger", mk.spec(ledger), "--since", "3000000d"]) == 2  # not OverflowError
+    assert main(["export", "--focus", "--ledger", mk.spec(ledger), "--since", "3000000d", "-o", "-"]) == 2
+    assert main(["export", "--focus", "--ledger", mk.spec(ledger), "--until", "garbage", "-o", "-"]) == 2
+    err = capsys.readouterr().err
+    assert "--since: the span '3000000d' reaches before year 1" in err and "--until: expected an ISO" in err
 
 
 def test_focus_export_csv_and_parquet(ledger, mk, tmp_path):
     steps = _ledger(ledger, mk)
     csv, parquet = tmp_path / "focus.csv", tmp_path / "focus.parquet"
-    assert main(["export", "--focus", "--ledger", str(ledger.path), "-o", str(csv)]) == 0
-    assert main(["export", "--focus", "--ledger", str(ledger.path), "-o", str(parquet), "--provider", "AWS"]) == 0
+    assert main(["export", "--focus", "--ledger", mk.spec(ledger), "-o", str(csv)]) == 0
+    assert main(["export", "--focus", "--ledger", mk.spec(ledger), "-o", str(parquet), "--provider", "AWS"]) == 0
     import pandas as pd
 
     df = pd.read_csv(csv)
@@ -105,7 +110,7 @@ def test_validate_passes_a_clean_ledger_and_fails_a_corrupt_one(ledger, mk, tmp_
     s = mk.step
     _ledger(ledger, mk)
     docs = tmp_path / "docs"
-    assert main(["report", "--ledger", str(ledger.path), "--validate", "--docs-dir", str(docs), "--by", "team"]) == 0
+    assert main(["report", "--ledger", mk.spec(ledger), "--validate", "--docs-dir", str(docs), "--by", "team"]) == 0
     assert (docs / "index.html").is_file()
     assert "Ledger valid" in capsys.readouterr().err
     dup = s("train", 1.0)
@@ -117,7 +122,7 @@ def test_validate_passes_a_clean_ledger_and_fails_a_corrupt_one(ledger, mk, tmp_
         dup, dup.model_copy(update={"step_id": "copy-of-" + dup.step_id}),  # the same step recorded twice
         s("back", 1.0).model_copy(update={"ended_at": "2025-06-10T09:00:00+00:00"}),  # ends before it starts
     )  # fmt: skip
-    rc = main(["report", "--ledger", str(ledger.path), "--validate", "--docs-dir", str(docs)])
+    rc = main(["report", "--ledger", mk.spec(ledger), "--validate", "--docs-dir", str(docs)])
     assert rc == 1
     err = capsys.readouterr().err
     for what in ("total_usd", "util_mean_pct", "gpu_type", "name,started_at,run_key", "elapsed_s"):

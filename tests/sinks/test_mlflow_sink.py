@@ -1,11 +1,13 @@
 """The MLflow sink against a real MLflow tracking store (SQLite file)."""
 
+import os
 import socket
 
 import pytest
 
 from mlcost import meter, names
 from mlcost.sinks.ledger import Ledger
+from mlcost.sinks.mlflow_reach import sink_key
 from mlcost.sync import sync
 
 STEP_METRICS = {"cost_usd", "idle_cost_usd", "energy_kwh", "gpu_hours", "gpu_util_mean_pct",
@@ -65,7 +67,7 @@ def test_periodic_flushes_and_the_final_log_share_one_run_on_the_given_server(tm
     import time
 
     # the module that holds the meter is mlcost.metering
-    monkeypatch.setattr(importlib.import_module("mlcost.metering"), "MLFLOW_FLUSH_EVERY_S", 0.1)
+    monkeypatch.setattr(importlib.import_module("mlcost.checkpoints"), "MLFLOW_FLUSH_EVERY_S", 0.1)
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     with meter("train", gpu_type="H100", interval=0.02, experiment="ranker", tracking_uri=uri) as m:
         deadline = time.monotonic() + 30
@@ -96,7 +98,7 @@ def test_tracking_server_down_then_sync_logs_each_step_exactly_once(tmp_path, mo
         costs.append(m.cost)
     assert all(c.status == "succeeded" and c.mlflow_run_id is None for c in costs)  # the steps still succeeded
     ledger = Ledger()
-    assert len(ledger.unsynced("mlflow")) == 3
+    assert len(ledger.unsynced(sink_key(os.environ["MLFLOW_TRACKING_URI"]))) == 3
 
     uri = f"sqlite:///{tmp_path / 'recovered.db'}"
     first = sync(ledger, tracking_uri=uri)

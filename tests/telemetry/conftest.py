@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 
 HEADER = "t_s,device,util_pct,mem_used_gb,power_w"
@@ -33,3 +37,17 @@ def write_trace(tmp_path):
         return str(path)
 
     return write
+
+
+
+def _load_scenarios() -> None:
+    """Register the shared NVML scenarios (nvml_scenarios.py) as ``nvml_scenarios``: the stand-in
+    suite also runs that file as a script, so it is loaded by path, not as a package module."""
+    if "nvml_scenarios" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("nvml_scenarios", Path(__file__).with_name("nvml_scenarios.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["nvml_scenarios"] = module
+        spec.loader.exec_module(module)
+
+
+_load_scenarios()

@@ -81,7 +81,7 @@ def test_a_mig_uuid_selects_only_that_instance(write_trace, clock):
 def test_mig_on_ampere_has_no_utilisation_and_says_so(write_trace, clock, caplog):
     nvml = SimulatedNVML(load_trace(write_trace(ROWS)), gpu_type="A100-40GB", devices=1, clock=clock,
                          mig=["1g.5gb", "2g.10gb", "4g.20gb"])
-    backend = NvmlBackend(nvml=nvml, visible_devices="0")
+    backend = NvmlBackend(nvml=nvml, visible_devices=None)
     with caplog.at_level(logging.WARNING):
         devices = backend.open()
     assert [d.mig_profile for d in devices] == ["1g.5gb", "2g.10gb", "4g.20gb"]
@@ -105,5 +105,8 @@ def test_old_style_mig_uuid_and_unique_mig_prefix():
     assert [s.uuid for s in resolve_visible("MIG-GPU-1234/2/0", gpus)] == ["MIG-aaaa2222"]
     assert [s.uuid for s in resolve_visible("MIG-aaaa1,1", gpus)] == ["MIG-aaaa1111", "GPU-5678"]
     assert resolve_visible("MIG-aaaa", gpus) == []  # ambiguous
-    assert [s.uuid for s in resolve_visible("0", gpus)] == ["MIG-aaaa1111", "MIG-aaaa2222"]
+    assert [s.uuid for s in resolve_visible("0", gpus)] == ["MIG-aaaa1111"]  # CUDA: the first instance
+    assert [s.uuid for s in resolve_visible("GPU-1234", gpus)] == ["MIG-aaaa1111", "MIG-aaaa2222"]
+    assert resolve_visible(None, gpus)[:2] == resolve_visible("GPU-1234", gpus)
+    assert resolve_visible("0", [PhysicalGpu(0, "GPU-1234", "g0", [])]) == []  # MIG on, no instance
     assert resolve_visible("MIG-GPU-1234/1/0,MIG-aaaa1111", gpus)[1:] == []  # the same instance twice

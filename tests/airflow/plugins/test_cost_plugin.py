@@ -20,15 +20,12 @@ def test_plugin_is_loaded_with_listener_view_and_nav_entry(airflow_db):
     (app,) = MlcostPlugin.fastapi_apps
     assert app["url_prefix"] == "/mlcost"
     (view,) = MlcostPlugin.external_views
-    assert view["href"] == "/mlcost/" and view["destination"] == "nav"
+    assert view["href"] == "/mlcost/" and view["destination"] == "nav" and view["name"] == "Cost view"
 
 
-def test_api_server_serves_the_cost_view(airflow_db):
-    from airflow.api_fastapi.app import create_app
-    from fastapi.testclient import TestClient
-
-    client = TestClient(create_app())
-    response = client.get("/mlcost/api/costs", params={"group": "dag"})
+def test_api_server_serves_the_cost_view_behind_its_login(client, token):
+    assert client.get("/mlcost/api/costs", params={"group": "dag"}).status_code == 401
+    response = client.get("/mlcost/api/costs", params={"group": "dag"}, headers=token("viewer"))
     assert response.status_code == 200, response.text
     assert response.json()["group"] == "dag"
 

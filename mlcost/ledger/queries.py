@@ -1,0 +1,503 @@
+"""Every read of the ledger, in one place: the one period filter, and SQL that runs the same on
+SQLite and PostgreSQL (SQLAlchemy Core).
+
+Readers (reports, FOCUS export, GX validation, ``gate --ledger``, the pipeline gate's history,
+``BudgetGateOperator``, the Cost view) call these functions and never write SQL of their own.
+Aggregations are ``GROUP BY`` in the database: a report over a million steps moves a few rows to
+Python, not a million. The only wide read is the anomaly scan, which needs every step's figures for
+a robust statistic that neither database has (a median), and reads five narrow columns.
+
+A ``running`` row whose heartbeat is too old is ``lost`` (:func:`status_of`): it is counted
+wherever money is summed, with the usage of its last checkpoint, and shown as ``lost``. Rows that
+are really still running are left out of every figure until they end.
+
+Functions return plain rows (dicts or tuples): pandas is the caller's business, so the Cost view
+and the budget gate never import it. The JSON record (devices, context, breach) is read with the
+dialect's own JSON functions (:func:`json_text`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from mlcost.ledger import schema
+from mlcost.period import Period
+from mlcost.step import STATUS_BREACHED, STATUS_RUNNING, STATUS_SUCCEEDED
+
+DIMENSIONS = ("team", "project", "model", "workload")
+UNTAGGED = "(untagged)"
+STATUS_LOST = schema.STATUS_LOST
+FAILED_STATUSES = ("failed", "breached", "killed", STATUS_LOST)
+
+figures = schema.step_figures
+records = schema.step_records
+
+
+# the building blocks -------------------------------------------------------------------------------
+def status_of(t: Any = None) -> sa.ColumnElement[str]:
+    """A row's effective status: its status, or ``lost`` for a running row with a stale heartbeat
+    (the ledger's one definition, :func:`mlcost.ledger.schema.effective_status`)."""
+    return schema.effective_status(figures if t is None else t)
+
+
+def counted(t: Any = None) -> sa.ColumnElement[bool]:
+    """Rows whose money is counted: sealed ones and lost ones, not those still running. The same
+    rule as ``status_of(t) != 'running'``, written as a plain predicate: a CASE per row costs a
+    quarter of a million-row aggregation on SQLite."""
+    t = figures if t is None else t
+    beat = t.c.heartbeat_at
+    return sa.or_(t.c.status != STATUS_RUNNING, beat.is_(None), beat < sa.literal(schema.lost_cutoff()))
+
+
+def lost(t: Any = None) -> sa.ColumnElement[bool]:
+    """Among :func:`counted` rows, the lost ones (still ``running`` in the table)."""
+    return (figures if t is None else t).c.status == STATUS_RUNNING
+
+
+def in_period(period: Period | None, t: Any = None) -> sa.ColumnElement[bool]:
+    """The one period filter: started in [since, until). ``true()`` for an open period."""
+    col = (figures if t is None else t).c.started_at
+    clauses = []
+    if period is not None and period.since is not None:
+        clauses.append(col >= _when(col, period.since))
+    if period is not None and period.until is not None:
+        clauses.append(col < _when(col, period.until))
+    return sa.and_(sa.true(), *clauses)
+
+
+def _when(col: Any, value: Any) -> Any:
+    """A period end as the column stores it: a datetime for a timestamp column, else ISO text."""
+    return value if isinstance(col.type, sa.DateTime) else value.isoformat()
+
+
+def refused(t: Any = None) -> sa.ColumnElement[bool]:
+    """A step refused at preflight: ``breached`` before it ran (no GPU time, $0). It is a record of
+    what a policy stopped, not a run: unit economics and right-sizing leave it out."""
+    t = figures if t is None else t
+    return sa.and_(t.c.status == STATUS_BREACHED, sa.func.coalesce(t.c.gpu_hours, 0) == 0)
+
+
+def json_text(conn: sa.Connection, col: Any, *path: str) -> sa.ColumnElement[str]:
+    """The text at ``path`` in the JSON ``col`` (the step record), or NULL."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return sa.func.jsonb_extract_path_text(sa.cast(col, JSONB), *path)
+    return sa.func.json_extract(col, "$." + ".".join(path))
+
+
+def untagged(col: Any, label: str | None = None) -> sa.ColumnElement[str]:
+    return sa.func.coalesce(col, UNTAGGED).label(label or col.key)
+
+
+def _check_dims(by: Sequence[str], allowed: Sequence[str] = DIMENSIONS) -> None:
+    from mlcost.errors import ConfigError
+
+    for dim in by:
+        if dim not in allowed:
+            raise ConfigError(f"cannot group by {dim!r}; allowed: {', '.join(allowed)}", field="--by")
+
+
+def _dicts(conn: sa.Connection, stmt: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def _sum0(col: Any) -> Any:
+    return sa.func.coalesce(sa.func.sum(col), 0.0)
+
+
+def _count_if(cond: Any) -> Any:
+    return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
+
+
+# chargeback, idle, spot ------------------------------------------------------------------------------
+def chargeback(conn: sa.Connection, period: Period, by: Sequence[str] = ("team",)) -> list[dict[str, Any]]:
+    """Per ``by``: steps (lost ones included, and how many were lost), GPU-hours, $ and idle $."""
+    _check_dims(by)
+    f = figures
+    keys = [untagged(f.c[d]) for d in by]
+    stmt = (
+        sa.select(
+            *keys,
+            sa.func.count().label("steps"),
+            _count_if(lost()).label("lost_steps"),
+            _sum0(f.c.gpu_hours).label("gpu_hours"),
+            _sum0(f.c.total_usd).label("total_usd"),
+            _sum0(f.c.idle_usd).label("idle_usd"),
+        )
+        .where(counted(), in_period(period))
+        .group_by(*keys)
+        .order_by(sa.desc("total_usd"), *[sa.literal_column(d) for d in by])
+    )
+    return _dicts(conn, stmt)
+
+
+def total_usd(conn: sa.Connection, period: Period) -> float:
+    """The period's whole cost."""
+    stmt = sa.select(_sum0(figures.c.total_usd)).where(counted(), in_period(period))
+    return float(conn.execute(stmt).scalar_one())
+
+
+def idle_waste(conn: sa.Connection, period: Period, by: str = "team") -> list[dict[str, Any]]:
+    """Idle GPU-hours and idle $ per dimension, or per step ``name``."""
+    _check_dims([by], (*DIMENSIONS, "name"))
+    f = figures
+    key = f.c.name if by == "name" else untagged(f.c[by])
+    stmt = (
+        sa.select(
+            key,
+            _sum0(f.c.gpu_hours * sa.func.coalesce(f.c.idle_fraction, 0)).label("idle_gpu_hours"),
+            _sum0(f.c.idle_usd).label("idle_usd"),
+            _sum0(f.c.total_usd).label("total_usd"),
+        )
+        .where(counted(), in_period(period))
+        .group_by(key)
+        .order_by(sa.desc("idle_usd"), sa.literal_column(by))
+    )
+    return _dicts(conn, stmt)
+
+
+def spot_whatif(conn: sa.Connection, period: Period, workloads: Sequence[str]) -> list[dict[str, Any]]:
+    """On-demand interruptible work (``workloads``) with what it would have cost on spot."""
+    f = figures
+    team = untagged(f.c.team)
+    stmt = (
+        sa.select(
+            f.c.workload,
+            team,
+            sa.func.count().label("steps"),
+            _sum0(f.c.total_usd).label("on_demand_usd"),
+            _sum0(f.c.spot_whatif_usd).label("spot_usd"),
+        )
+        .where(
+            counted(), in_period(period), f.c.pricing == "on_demand", f.c.workload.in_(list(workloads)),
+            f.c.spot_whatif_usd.is_not(None),
+        )
+        .group_by(f.c.workload, team)
+        .order_by(sa.desc("on_demand_usd"), f.c.workload)
+    )
+    return _dicts(conn, stmt)
+
+
+# unit economics --------------------------------------------------------------------------------------
+def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
+    """Per model: total $, retrains (distinct training runs: steps sharing a run key, or one step)
+    and their $, inferences counted by inference steps (an ``inferences`` tag or context value) and
+    their $. Steps refused at preflight are not runs: they cost $0 and never trained anything."""
+    f = figures
+    counts = sa.func.coalesce(record_text(conn, "tags", "inferences"), record_text(conn, "context", "inferences"))
+    inferences = sa.case((f.c.workload == "inference", sa.cast(counts, sa.Float)))  # records of inference only
+    training = sa.and_(f.c.workload == "training", sa.not_(refused()))
+    counted_inference = sa.and_(f.c.workload == "inference", inferences > 0)
+    stmt = (
+        sa.select(
+            f.c.model,
+            _sum0(f.c.total_usd).label("total_usd"),
+            sa.func.count(sa.distinct(sa.case((training, sa.func.coalesce(f.c.run_key, f.c.step_id))))).label(
+                "retrains"
+            ),
+            sa.func.sum(sa.case((training, f.c.total_usd))).label("training_usd"),
+            sa.func.sum(sa.case((counted_inference, inferences))).label("inferences"),
+            sa.func.sum(sa.case((counted_inference, f.c.total_usd))).label("inference_usd"),
+        )
+        .where(counted(), in_period(period), f.c.model.is_not(None))
+        .group_by(f.c.model)
+        .order_by(f.c.model)
+    )
+    return _dicts(conn, stmt)
+
+
+# right-sizing ----------------------------------------------------------------------------------------
+def record_text(conn: sa.Connection, *path: str) -> Any:
+    """The text at ``path`` in the row's JSON record, as a correlated subquery: an aggregation that
+    needs the record for a few rows (inference steps) does not join a million 2 KB records."""
+    r = records.alias("rec")
+    return sa.select(json_text(conn, r.c.record, *path)).where(r.c.step_id == figures.c.step_id).scalar_subquery()
+
+
+def busy_devices(conn: sa.Connection, idle_pct: float) -> Any:
+    """How many devices of the row's record were busy: mean util at or above ``idle_pct``, or no
+    util signal at all (MIG on A100/A30: unknown is not idle). A correlated subquery over the JSON
+    ``devices`` array (``json_each`` on SQLite, ``jsonb_array_elements`` on PostgreSQL)."""
+    r = records.alias("rec")
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        d = sa.func.jsonb_array_elements(sa.func.jsonb_extract_path(sa.cast(r.c.record, JSONB), "devices"))
+        d = d.table_valued("value").alias("d")
+        util = sa.cast(sa.func.jsonb_extract_path_text(d.c.value, "util_mean_pct"), sa.Float)
+    else:
+        d = sa.func.json_each(r.c.record, "$.devices").table_valued("value").alias("d")
+        util = sa.func.json_extract(d.c.value, "$.util_mean_pct")
+    return (
+        sa.select(sa.func.count())
+        .select_from(r.join(d, sa.true()))
+        .where(r.c.step_id == figures.c.step_id, sa.or_(util.is_(None), util >= idle_pct))
+        .scalar_subquery()
+    )
+
+
+def rightsizing_groups(conn: sa.Connection, period: Period, idle_pct: float) -> list[dict[str, Any]]:
+    """Per recurring step (name, GPU type, GPU count) that ran: runs, $, peak memory, GPU-hour
+    weighted util, host CPU, and ``busy``: the most devices any of its runs kept busy. Steps
+    refused at preflight are not runs."""
+    f = figures
+    weighted = sa.func.sum(f.c.util_mean_pct * f.c.gpu_hours) / sa.func.nullif(
+        sa.func.sum(sa.case((f.c.util_mean_pct.is_not(None), f.c.gpu_hours))), 0
+    )
+    stmt = (
+        sa.select(
+            f.c.name,
+            f.c.gpu_type,
+            f.c.gpus,
+            sa.func.count().label("runs"),
+            _sum0(f.c.total_usd).label("cost_usd"),
+            sa.func.max(f.c.mem_peak_gb).label("mem_peak_gb"),
+            weighted.label("util_pct"),
+            sa.func.avg(f.c.host_cpu_mean_pct).label("host_cpu_pct"),
+            sa.func.max(sa.case((f.c.gpus > 1, busy_devices(conn, idle_pct)))).label("busy"),  # only multi-GPU
+        )
+        .where(counted(), in_period(period), f.c.gpu_type.is_not(None), f.c.gpus > 0, sa.not_(refused()))
+        .group_by(f.c.name, f.c.gpu_type, f.c.gpus)
+        .order_by(sa.desc("cost_usd"), f.c.name)
+    )
+    return _dicts(conn, stmt)
+
+
+# anomalies -------------------------------------------------------------------------------------------
+ANOMALY_KEYS = ("name", *DIMENSIONS)
+
+
+def anomaly_scan(conn: sa.Connection, history: Period, period: Period) -> list[tuple[Any, ...]]:
+    """``(step_id, group, total_usd, gpu_hours, in_period)`` of every counted step in ``history``,
+    in start order (ties by step id). The group is the step's name and tags (team, project, model,
+    workload) as one text, so two teams' ``train`` steps are two histories. The start time itself
+    is not sent: the order carries it, and a million timestamps are a second of Python objects."""
+    f = figures
+    sep = "\x1f"
+    group = f.c.name
+    for d in DIMENSIONS:
+        group = group + sep + sa.func.coalesce(f.c[d], "")
+    flag = sa.case((in_period(period), 1), else_=0) if period.bounded else sa.literal(1)
+    stmt = (
+        sa.select(f.c.step_id, group.label("grp"), f.c.total_usd, f.c.gpu_hours, flag.label("in_period"))
+        .where(counted(), in_period(history))
+        .order_by(f.c.started_at, f.c.step_id)
+    )
+    return conn.execute(stmt).fetchall()
+
+
+def step_details(conn: sa.Connection, step_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The figures of the steps ``step_ids`` (the anomaly report's causes)."""
+    f = figures
+    out: list[dict[str, Any]] = []
+    cols = [f.c[c] for c in ("step_id", *ANOMALY_KEYS, "started_at", "gpus", "duration_s", "gpu_type", "pricing",
+                             "idle_fraction")]  # fmt: skip
+    ids = list(step_ids)
+    for i in range(0, len(ids), 900):  # under every driver's limit of bound parameters
+        out += _dicts(conn, sa.select(*cols).where(f.c.step_id.in_(ids[i : i + 900])))
+    return out
+
+
+def gpu_type_mismatches(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
+    """Steps priced as a declared GPU type other than the one they ran on (the record's
+    ``detected_gpu_type``), per step name and pair of types."""
+    f, r = figures, records
+    detected = json_text(conn, r.c.record, "detected_gpu_type")
+    stmt = (
+        sa.select(f.c.name, f.c.gpu_type, detected.label("detected"), sa.func.count().label("steps"))
+        .select_from(f.join(r, r.c.step_id == f.c.step_id))
+        .where(counted(), in_period(period), f.c.gpu_type.is_not(None), detected.is_not(None), detected != f.c.gpu_type)
+        .group_by(f.c.name, f.c.gpu_type, detected)
+        .order_by(sa.desc("steps"), f.c.name)
+    )
+    return _dicts(conn, stmt)
+
+
+# whole records: FOCUS export, gate --ledger, the budget gate -----------------------------------------
+def step_records(
+    conn: sa.Connection, period: Period | None = None, *, run_key: str | None = None, source: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """The JSON records of the counted steps in ``period`` (of one run, of one source), in start
+    order, with ``status`` as reported (``lost`` for a lost step)."""
+    import json
+
+    f, r = figures, records
+    stmt = (
+        sa.select(r.c.record, status_of().label("effective"))
+        .select_from(f.join(r, r.c.step_id == f.c.step_id))
+        .where(counted(), in_period(period))
+        .order_by(f.c.started_at, f.c.step_id)
+    )
+    if run_key is not None:
+        stmt = stmt.where(f.c.run_key == run_key)
+    if source is not None:
+        stmt = stmt.where(f.c.source == source)
+    for record, effective in conn.execute(stmt):
+        rec = json.loads(record) if isinstance(record, str) else dict(record)
+        rec["status"] = effective
+        yield rec
+
+
+def run_spend(conn: sa.Connection, run_key: str) -> list[dict[str, Any]]:
+    """What one DAG/pipeline run's metered steps spent, per task and model: every try counts, a
+    lost or still running one too, with its last checkpoint's cost (money spent is spent)."""
+    f, r = figures, records
+    task = sa.func.coalesce(json_text(conn, r.c.record, "context", "task_id"), f.c.name).label("task")
+    stmt = (
+        sa.select(
+            task,
+            f.c.model,
+            sa.func.count().label("steps"),
+            _sum0(f.c.total_usd).label("total_usd"),
+            _sum0(f.c.idle_usd).label("idle_usd"),
+        )
+        .select_from(f.outerjoin(r, r.c.step_id == f.c.step_id))
+        .where(f.c.run_key == run_key, f.c.source == "meter")
+        .group_by(task, f.c.model)
+    )
+    return _dicts(conn, stmt)
+
+
+# validation ------------------------------------------------------------------------------------------
+VALIDATION_COLUMNS = (
+    "step_id", "name", "run_key", "status", "started_at", "ended_at", "duration_s", "gpus", "gpu_type",
+    "total_usd", "idle_usd", "compute_usd", "energy_usd", "gpu_hours", "util_mean_pct", "idle_fraction",
+)  # fmt: skip
+
+
+def validation_rows(conn: sa.Connection, columns: Sequence[str] = VALIDATION_COLUMNS) -> list[tuple[Any, ...]]:
+    """The flat figures of every counted step, for the Great Expectations suite."""
+    f = figures
+    cols = [status_of().label("status") if c == "status" else f.c[c] for c in columns]
+    return [tuple(r) for r in conn.execute(sa.select(*cols).where(counted()).order_by(f.c.started_at))]
+
+
+# the pipeline gate's history -------------------------------------------------------------------------
+def succeeded_runs(
+    conn: sa.Connection, step_names: Sequence[str], window: int, tags: Mapping[str, str] | None = None,
+    *, source: str = "meter",
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The ``window`` newest succeeded steps of each name (written by ``source``), carrying
+    ``tags`` (ledger columns: team, project, model, workload): step_id, name, duration_s,
+    started_at. One indexed query (the ledger indexes name, started_at)."""
+    f = figures
+    rank = (
+        sa.func.row_number()
+        .over(partition_by=f.c.name, order_by=(f.c.started_at.desc(), f.c.step_id.desc()))
+        .label("k")
+    )
+    inner = sa.select(f.c.name, f.c.step_id, f.c.duration_s, f.c.started_at, rank).where(
+        f.c.name.in_(list(step_names)), f.c.status == STATUS_SUCCEEDED, f.c.source == source,
+        f.c.duration_s.is_not(None), *[f.c[k] == v for k, v in (tags or {}).items()],
+    ).subquery()  # fmt: skip
+    stmt = sa.select(inner.c.name, inner.c.step_id, inner.c.duration_s, inner.c.started_at).where(
+        inner.c.k <= window
+    )
+    return _dicts(conn, stmt)
+
+
+# the Cost view ---------------------------------------------------------------------------------------
+COST_VIEW_GROUPS: dict[str, tuple[str, ...]] = {
+    "dag": ("dag_id",),
+    "task": ("dag_id", "task_id"),
+    "team": ("team",),
+    "model": ("model",),
+}
+
+
+def _view_key(conn: sa.Connection, key: str) -> Any:
+    f, r = figures, records
+    if key == "dag_id":
+        return sa.func.coalesce(json_text(conn, r.c.record, "context", "dag_id"), "(none)")
+    if key == "task_id":
+        return sa.func.coalesce(json_text(conn, r.c.record, "context", "task_id"), f.c.name)
+    return sa.func.coalesce(f.c[key], UNTAGGED)
+
+
+def _view_where(conn: sa.Connection, period: Period | None, dag_id: str | None) -> list[Any]:
+    out = [in_period(period)]
+    if dag_id:
+        out.append(_view_key(conn, "dag_id") == dag_id)
+    return out
+
+
+def cost_by_group(
+    conn: sa.Connection, group: str, period: Period | None = None, *, dag_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The Cost view's table for ``group`` (dag, task, team, model): per key, total $, idle $,
+    GPU-hours, duration, steps, runs, metered, failed and lost steps, and whether any was
+    simulated; costliest first. Every row counts, running ones too (their cost so far)."""
+    from mlcost.errors import ConfigError
+
+    if group not in COST_VIEW_GROUPS:
+        raise ConfigError(f"group must be one of {', '.join(COST_VIEW_GROUPS)}, got {group!r}", field="group")
+    f, r = figures, records
+    keys = [_view_key(conn, k).label(k) for k in COST_VIEW_GROUPS[group]]
+    status = status_of()
+    stmt = (
+        sa.select(
+            *keys,
+            _sum0(f.c.total_usd).label("total_usd"),
+            _sum0(f.c.idle_usd).label("idle_usd"),
+            _sum0(f.c.gpu_hours).label("gpu_hours"),
+            _sum0(f.c.duration_s).label("duration_s"),
+            sa.func.count().label("steps"),
+            sa.func.count(sa.distinct(f.c.run_key)).label("runs"),
+            _count_if(f.c.source == "meter").label("metered_steps"),
+            _count_if(status.in_(FAILED_STATUSES)).label("failed_steps"),
+            _count_if(status == STATUS_LOST).label("lost_steps"),
+            sa.func.coalesce(sa.func.max(f.c.simulated), 0).label("simulated"),
+        )
+        .select_from(f.outerjoin(r, r.c.step_id == f.c.step_id))
+        .where(*_view_where(conn, period, dag_id))
+        .group_by(*keys)
+        .order_by(sa.desc("total_usd"), *keys)
+    )
+    out = _dicts(conn, stmt)
+    for d in out:
+        d["idle_share"] = (d["idle_usd"] / d["total_usd"]) if d["total_usd"] else None
+        d["simulated"] = bool(d["simulated"])
+    return out
+
+
+def dag_run_costs(
+    conn: sa.Connection, period: Period | None = None, *, dag_id: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The latest DAG runs (by their first step's start) with total $, idle $, steps and lost steps."""
+    f, r = figures, records
+    dag = sa.func.max(_view_key(conn, "dag_id")).label("dag_id")
+    stmt = (
+        sa.select(
+            f.c.run_key,
+            dag,
+            sa.func.min(f.c.started_at).label("started_at"),
+            _sum0(f.c.total_usd).label("total_usd"),
+            _sum0(f.c.idle_usd).label("idle_usd"),
+            sa.func.count().label("steps"),
+            _count_if(status_of() == STATUS_LOST).label("lost_steps"),
+        )
+        .select_from(f.outerjoin(r, r.c.step_id == f.c.step_id))
+        .where(*_view_where(conn, period, dag_id), f.c.run_key.is_not(None))
+        .group_by(f.c.run_key)
+        .order_by(sa.desc("started_at"), f.c.run_key)
+        .limit(max(1, int(limit)))
+    )
+    return _dicts(conn, stmt)
+
+
+# connections -----------------------------------------------------------------------------------------
+@contextmanager
+def reading(ledger: Any = None) -> Iterator[sa.Connection]:
+    """A connection to read ``ledger``: a ``Ledger``, or a path or URL (``None``: the default),
+    opened read-only and checked (:func:`mlcost.ledger.book.open_ledger`: a ConfigError naming
+    ``--ledger`` when it is missing, not a ledger, or unreachable)."""
+    from mlcost.ledger.book import Ledger, open_ledger
+
+    book = ledger if isinstance(ledger, Ledger) else open_ledger(ledger)
+    with book.store.connect() as conn:
+        yield conn

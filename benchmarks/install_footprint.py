@@ -118,6 +118,8 @@ from mlcost import meter
 with meter("first", gpus=1, gpu_type="H100", interval=0.05):
     pass
 """
+# a pod starts with no ledger: its first step creates one (schema included)
+NEW_LEDGER = "import os, tempfile\nos.environ['MLCOST_LEDGER'] = tempfile.mktemp(suffix='.db')\n"
 
 TIMED = """
 import json, resource, sys, time
@@ -176,6 +178,8 @@ def import_times(venv: Path, env: dict[str, str], runs: int) -> dict[str, Any]:
     out["first step (imports)"] = import_seconds(python, STEP, env, runs)
     out["first step (wall)"], report = timed(python, STEP, env, runs)
     out["first step (CPU)"], _ = timed(python, STEP, env, runs, key="cpu")
+    out["  with a new ledger (imports)"] = import_seconds(python, NEW_LEDGER + STEP, env, runs)
+    out["  with a new ledger (CPU)"], _ = timed(python, NEW_LEDGER + STEP, env, runs, key="cpu")
     out["heavy"] = report["heavy"]
     client = "from mlflow.tracking import MlflowClient\nfrom mlflow.entities import Metric, RunTag"
     out["+ MLflow client"], _ = timed(python, client, env, runs)
@@ -275,7 +279,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"{'':<30} {'before: median':>15} {'best':>7}   {'now: median':>11} {'best':>7}")
     old = import_times(venvs[f"core before ({args.before[:7]})"], env, args.runs)
     new = import_times(venvs["core now"], env, args.runs)
-    for key in ("import mlcost", "first step (imports)", "first step (wall)", "first step (CPU)", "+ MLflow client"):
+    for key in [k for k in new if k != "heavy"]:
         print(f"{key:<30} {old[key][0]:>7.3f} {old[key][1]:>7.3f}   {new[key][0]:>7.3f} {new[key][1]:>7.3f}")
     for label, figures in (("before", old), ("now", new)):
         print(f"heavy modules a first step loads, {label}: {', '.join(figures['heavy']) or 'none'}")
@@ -291,13 +295,16 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
     t_before, c_before, s_before = rows[f"core before ({args.before[:7]})"]
     t_now, c_now, s_now = rows["core now"]
-    ok_time, ok_size, ok_import = t_now < 0.3 * t_before, s_now < 0.3 * s_before, new["first step (CPU)"][1] < 0.5
+    ok_time, ok_size = t_now < 0.3 * t_before, s_now < 0.3 * s_before
+    ok_import = max(new["first step (CPU)"][1], new["  with a new ledger (CPU)"][1]) < 0.5
     print(f"\ncore install time {t_now / t_before:.0%} of before, CPU {c_now / c_before:.0%} (target < 30%): "
           f"{'met' if ok_time else 'NOT MET'}")  # fmt: skip
     print(f"core site-packages {s_now / s_before:.0%} of before (target < 30%): {'met' if ok_size else 'NOT MET'}")
-    imports, cpu = new["first step (imports)"][1], new["first step (CPU)"][1]
-    print(f"a first metered step, imports included, takes {cpu:.3f} s of CPU (its imports {imports:.3f} s wall), "
-          f"best of {args.runs} (target: imports < 0.5 s): {'met' if ok_import else 'NOT MET'}")  # fmt: skip
+    for label, suffix in (("an existing", "first step"), ("a new", "  with a new ledger")):
+        imports, cpu = new[f"{suffix} (imports)"][1], new[f"{suffix} (CPU)"][1]
+        print(f"a first metered step on {label} ledger, imports included, takes {cpu:.3f} s of CPU (imports "
+              f"{imports:.3f} s wall), best of {args.runs} (target: imports < 0.5 s)")  # fmt: skip
+    print(f"import target: {'met' if ok_import else 'NOT MET'}")
     return 0 if ok_time and ok_size and ok_import else 1
 
 

@@ -151,10 +151,11 @@ def test_a_metered_step_writes_the_ledger_and_logs_to_an_mlflow_server(core_venv
     from mlflow.tracking import MlflowClient
 
     from mlcost.sinks.ledger import Ledger
+    from mlcost.sinks.mlflow_reach import sink_key
 
     (step,) = Ledger(tmp_path / "ledger.db").steps()  # the ledger the core venv wrote, read here
     assert step.step_id == out["step_id"] and step.status == "succeeded" and step.gpus == 2
-    assert Ledger(tmp_path / "ledger.db").unsynced("mlflow") == []  # MLflow acknowledged it
+    assert Ledger(tmp_path / "ledger.db").unsynced(sink_key(mlflow_server)) == []  # the server acknowledged it
     client = MlflowClient(mlflow_server)
     (run,) = client.search_runs(
         [client.get_experiment_by_name("mlcost").experiment_id], f"tags.`mlcost.step_id` = '{step.step_id}'"

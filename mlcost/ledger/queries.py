@@ -304,7 +304,11 @@ def anomaly_scan(conn: sa.Connection, history: Period, period: Period) -> list[t
         .where(counted(), in_period(history))
         .order_by(f.c.started_at, f.c.step_id)
     )
-    return conn.execute(stmt).fetchall()
+    result = conn.execute(stmt)
+    try:  # the driver's plain tuples: a million Row objects cost more than the scan
+        return result.cursor.fetchall()
+    finally:
+        result.close()
 
 
 def step_details(conn: sa.Connection, step_ids: Sequence[str]) -> list[dict[str, Any]]:

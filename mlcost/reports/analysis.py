@@ -321,15 +321,18 @@ def _trailing_median_mad(values: Any, rows: Any, prior: Any, window: int) -> tup
     (a NULL figure) is no run; the third array counts the values each statistic rests on.
     Vectorised in chunks: a million rows in about a second."""
     import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
 
     med = np.empty(len(rows))
     mad = np.empty(len(rows))
     known = np.empty(len(rows), dtype=np.int64)
-    back = np.arange(1, window + 1)
+    # windows[i] = the ``window`` values before row i (a view: NaN before the first row)
+    windows = sliding_window_view(np.concatenate([np.full(window, np.nan), values]), window)
+    back = window - np.arange(window)  # how many rows back each column of a window is
     for c in range(0, len(rows), 65536):
         r = rows[c : c + 65536]
-        idx = r[:, None] - back[None, :]
-        win = np.where(back[None, :] <= prior[r][:, None], values[np.maximum(idx, 0)], np.nan)
+        win = windows[r]  # a copy, sorted in place below
+        win[back[None, :] > prior[r][:, None]] = np.nan  # rows of another step are no history
         win.sort(axis=1)  # NaN last
         k = (~np.isnan(win)).sum(axis=1)
         m = _sorted_median(win, k)

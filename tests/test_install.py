@@ -113,7 +113,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 STEP = """
 import json, sys
 from mlcost import meter
-with meter("train", gpus=2, gpu_type="H100", tags={"team": "search"}, interval=0.05,
+# a generous MLflow wait: importing MLflow's client on a busy 2-core machine can take 15 s
+with meter("train", gpus=2, gpu_type="H100", tags={"team": "search"}, interval=0.05, mlflow_timeout_s=240,
            tracking_uri=sys.argv[1] if len(sys.argv) > 1 else None) as m:
     sum(range(10**5))
 print(json.dumps({"step_id": m.cost.step_id, "usd": m.cost.total_usd,

@@ -3,15 +3,17 @@ SQLite and PostgreSQL (SQLAlchemy Core).
 
 Readers (reports, FOCUS export, GX validation, ``gate --ledger``, the pipeline gate's history,
 ``BudgetGateOperator``) call these functions and never write SQL of their own; the Cost view's own
-aggregations (``plugins/cost_queries.py``) are built from this module's period filter, effective
+aggregations (:mod:`mlcost.ledger.cost_view`) are built from this module's period filter, effective
 status and refusal rule.
 Aggregations are ``GROUP BY`` in the database: a report over a million steps moves a few rows to
 Python, not a million. The only wide read is the anomaly scan, which needs every step's figures for
-a robust statistic that neither database has (a median), and reads five narrow columns.
+a robust statistic that neither database has (a median over each step's past runs): it reads four
+narrow columns, in start order. The JSON record is read only for the rows that need it.
 
 A ``running`` row whose heartbeat is too old is ``lost`` (:func:`status_of`): it is counted
 wherever money is summed, with the usage of its last checkpoint, and shown as ``lost``. Rows that
-are really still running are left out of every figure until they end.
+are really still running are left out of the reports until they end (the budget gate and the Cost
+view count their cost so far).
 
 Functions return plain rows (dicts or tuples): pandas is the caller's business, so the Cost view
 and the budget gate never import it. The JSON record (devices, context, breach) is read with the
@@ -27,10 +29,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from mlcost.ledger import schema
+from mlcost.names import USER_TAG_KEYS
 from mlcost.period import Period
 from mlcost.step import STATUS_BREACHED, STATUS_RUNNING, STATUS_SUCCEEDED
 
-DIMENSIONS = ("team", "project", "model", "workload")
+DIMENSIONS = USER_TAG_KEYS  # team, project, model, workload: ledger columns
 UNTAGGED = "(untagged)"
 STATUS_LOST = schema.STATUS_LOST
 FAILED_STATUSES = ("failed", "breached", "killed", STATUS_LOST)
@@ -94,6 +97,13 @@ def json_text(conn: sa.Connection, col: Any, *path: str) -> sa.ColumnElement[str
     return sa.func.json_extract(col, "$." + ".".join(path))
 
 
+def record_text(conn: sa.Connection, *path: str) -> Any:
+    """The text at ``path`` in the row's JSON record, as a correlated subquery: an aggregation that
+    needs the record for a few rows (inference steps) does not join a million 2 KB records."""
+    r = records.alias("rec")
+    return sa.select(json_text(conn, r.c.record, *path)).where(r.c.step_id == figures.c.step_id).scalar_subquery()
+
+
 def untagged(col: Any, label: str | None = None) -> sa.ColumnElement[str]:
     return sa.func.coalesce(col, UNTAGGED).label(label or col.key)
 
@@ -144,6 +154,14 @@ def total_usd(conn: sa.Connection, period: Period) -> float:
     """The period's whole cost."""
     stmt = sa.select(_sum0(figures.c.total_usd)).where(counted(), in_period(period))
     return float(conn.execute(stmt).scalar_one())
+
+
+def simulated_steps(conn: sa.Connection, period: Period) -> tuple[int, int]:
+    """(steps, of which metered on a simulated GPU) in ``period``: a report says so."""
+    f = figures
+    stmt = sa.select(sa.func.count(), _count_if(f.c.simulated == 1)).where(counted(), in_period(period))
+    n, sim = conn.execute(stmt).one()
+    return int(n or 0), int(sim or 0)
 
 
 def idle_waste(conn: sa.Connection, period: Period, by: str = "team") -> list[dict[str, Any]]:
@@ -217,13 +235,6 @@ def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
 
 
 # right-sizing ----------------------------------------------------------------------------------------
-def record_text(conn: sa.Connection, *path: str) -> Any:
-    """The text at ``path`` in the row's JSON record, as a correlated subquery: an aggregation that
-    needs the record for a few rows (inference steps) does not join a million 2 KB records."""
-    r = records.alias("rec")
-    return sa.select(json_text(conn, r.c.record, *path)).where(r.c.step_id == figures.c.step_id).scalar_subquery()
-
-
 def busy_devices(conn: sa.Connection, idle_pct: float) -> Any:
     """How many devices of the row's record were busy: mean util at or above ``idle_pct``, or no
     util signal at all (MIG on A100/A30: unknown is not idle). A correlated subquery over the JSON

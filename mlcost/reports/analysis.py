@@ -288,12 +288,12 @@ def anomalies(
         candidates = np.flatnonzero((in_period == 1) & (prior >= min_history))
         flagged = []
         for metric, values in columns.items():
-            med, mad = _trailing_median_mad(values, candidates, prior, window)
+            med, mad, known = _trailing_median_mad(values, candidates, prior, window)
             scale = np.maximum(mad, 0.01 * np.abs(med))
             x = values[candidates]
             with np.errstate(invalid="ignore", divide="ignore"):
                 score = np.where(scale > 0, 0.6745 * (x - med) / np.where(scale > 0, scale, 1.0), 0.0)
-            hit = score > z
+            hit = (score > z) & (known >= min_history)  # NULL figures are no history
             flagged.append(pd.DataFrame({"pos": candidates[hit], "metric": metric, "value": x[hit],
                                          "median": med[hit], "z": score[hit]}))  # fmt: skip
         out = pd.concat(flagged)
@@ -315,14 +315,16 @@ def anomalies(
     return out[cols].reset_index(drop=True)
 
 
-def _trailing_median_mad(values: Any, rows: Any, prior: Any, window: int) -> tuple[Any, Any]:
+def _trailing_median_mad(values: Any, rows: Any, prior: Any, window: int) -> tuple[Any, Any, Any]:
     """Median and MAD of the up to ``window`` values before each of ``rows`` in its group (rows are
     sorted by group, then time; ``prior[i]`` counts the group's rows before row ``i``). NaN
-    (a NULL figure) is no run. Vectorised in chunks: a million rows in about a second."""
+    (a NULL figure) is no run; the third array counts the values each statistic rests on.
+    Vectorised in chunks: a million rows in about a second."""
     import numpy as np
 
     med = np.empty(len(rows))
     mad = np.empty(len(rows))
+    known = np.empty(len(rows), dtype=np.int64)
     back = np.arange(1, window + 1)
     for c in range(0, len(rows), 65536):
         r = rows[c : c + 65536]
@@ -333,8 +335,8 @@ def _trailing_median_mad(values: Any, rows: Any, prior: Any, window: int) -> tup
         m = _sorted_median(win, k)
         dev = np.abs(win - m[:, None])
         dev.sort(axis=1)
-        med[c : c + len(r)], mad[c : c + len(r)] = m, _sorted_median(dev, k)
-    return med, mad
+        med[c : c + len(r)], mad[c : c + len(r)], known[c : c + len(r)] = m, _sorted_median(dev, k), k
+    return med, mad, known
 
 
 def _sorted_median(sorted_rows: Any, k: Any) -> Any:

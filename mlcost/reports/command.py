@@ -187,16 +187,10 @@ def _lost_note(lost: int) -> str:
 
 def simulated_note(ledger: Any, period: Any) -> str:
     """Says so when steps of the period ran on the simulated GPU: their usage is not a real GPU's."""
-    import sqlalchemy as sa
+    from mlcost.ledger import queries as q
+    from mlcost.reports.analysis import _read
 
-    from mlcost.ledger.queries import in_period, reading
-    from mlcost.ledger.schema import step_figures
-
-    with reading(ledger) as conn:  # the query layer's one period filter, on SQLite and PostgreSQL alike
-        row = conn.execute(
-            sa.select(sa.func.count(), sa.func.sum(step_figures.c.simulated)).where(in_period(period))
-        ).one()
-    n, sim = int(row[0] or 0), int(row[1] or 0)
+    n, sim = _read(ledger, q.simulated_steps, period)
     if not sim:
         return ""
     which = f"All {n}" if sim == n else f"{sim} of {n}"

@@ -105,6 +105,8 @@ def _inspect(path: str) -> None:
         assert report.projected_cost_usd is None or math.isfinite(report.projected_cost_usd)
         for task in report.tasks:
             assert task.gpus_per_instance >= 0 and task.instances >= 0
+            quantities = (task.cpu_limit, task.cpu_request, task.memory_limit_gb, task.memory_request_gb)
+            assert all(q is None or math.isfinite(q) for q in quantities)
             assert 0 <= task.max_concurrent <= max(task.instances, 1) or task.instances == 0
 
 

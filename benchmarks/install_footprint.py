@@ -118,15 +118,20 @@ from mlcost import meter
 with meter("first", gpus=1, gpu_type="H100", interval=0.05):
     pass
 """
+# a pod starts with no ledger: its first step creates one (schema included)
+NEW_LEDGER = "import os, tempfile\nos.environ['MLCOST_LEDGER'] = tempfile.mktemp(suffix='.db')\n"
 
 TIMED = """
-import json, sys, time
+import json, resource, sys, time
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+    return usage.ru_utime + usage.ru_stime
 before = set(sys.modules)
-t0 = time.perf_counter()
+c0, t0 = cpu(), time.perf_counter()
 exec(compile(sys.argv[1], "<timed>", "exec"))
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), cpu()
 heavy = [h for h in json.loads(sys.argv[2]) if any(m == h or m.startswith(h + ".") for m in sys.modules)]
-print(json.dumps({"s": t1 - t0, "new": [m for m in sys.modules if m not in before], "heavy": heavy}))
+print(json.dumps({"s": t1 - t0, "cpu": c1 - c0, "heavy": heavy}))
 """
 
 MARK = "--mlcost-step-starts--"
@@ -138,13 +143,15 @@ exec(compile(sys.argv[1], "<step>", "exec"))
 """
 
 
-def timed(python: Path, code: str, env: dict[str, str], runs: int) -> tuple[tuple[float, float], dict]:
-    """(median, best) seconds of ``code`` in ``runs`` fresh interpreters, and the last run's report."""
+def timed(python: Path, code: str, env: dict[str, str], runs: int, key: str = "s") -> tuple[tuple[float, float], dict]:
+    """(median, best) wall seconds (``key="cpu"``: CPU seconds of all the process's threads, which
+    other work on the machine barely changes) of ``code`` in ``runs`` fresh interpreters, and the
+    last run's report."""
     times, last = [], {}
     for _ in range(runs):
         out = sh([str(python), "-c", TIMED, code, json.dumps(HEAVY)], env=env, timeout=300).stdout
         last = json.loads(out.strip().splitlines()[-1])
-        times.append(last["s"])
+        times.append(last[key])
     return (statistics.median(times), min(times)), last
 
 
@@ -170,6 +177,9 @@ def import_times(venv: Path, env: dict[str, str], runs: int) -> dict[str, Any]:
     out["import mlcost"], _ = timed(python, "import mlcost", env, runs)
     out["first step (imports)"] = import_seconds(python, STEP, env, runs)
     out["first step (wall)"], report = timed(python, STEP, env, runs)
+    out["first step (CPU)"], _ = timed(python, STEP, env, runs, key="cpu")
+    out["  with a new ledger (imports)"] = import_seconds(python, NEW_LEDGER + STEP, env, runs)
+    out["  with a new ledger (CPU)"], _ = timed(python, NEW_LEDGER + STEP, env, runs, key="cpu")
     out["heavy"] = report["heavy"]
     client = "from mlflow.tracking import MlflowClient\nfrom mlflow.entities import Metric, RunTag"
     out["+ MLflow client"], _ = timed(python, client, env, runs)
@@ -199,7 +209,8 @@ else:  # the default before the light meter: unpinned
     def step(x: int) -> int:
         return x + 1
 t0 = time.perf_counter()
-assert step(x=1).output == 2
+task = step(x=1)
+assert (task.outputs["Output"] if len(task.outputs) > 1 else task.output) == 2  # metered: + mlcost_metrics
 print(json.dumps({"s": time.perf_counter() - t0}))
 """
 
@@ -268,7 +279,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"{'':<30} {'before: median':>15} {'best':>7}   {'now: median':>11} {'best':>7}")
     old = import_times(venvs[f"core before ({args.before[:7]})"], env, args.runs)
     new = import_times(venvs["core now"], env, args.runs)
-    for key in ("import mlcost", "first step (imports)", "first step (wall)", "+ MLflow client"):
+    for key in [k for k in new if k != "heavy"]:
         print(f"{key:<30} {old[key][0]:>7.3f} {old[key][1]:>7.3f}   {new[key][0]:>7.3f} {new[key][1]:>7.3f}")
     for label, figures in (("before", old), ("now", new)):
         print(f"heavy modules a first step loads, {label}: {', '.join(figures['heavy']) or 'none'}")
@@ -284,13 +295,16 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
     t_before, c_before, s_before = rows[f"core before ({args.before[:7]})"]
     t_now, c_now, s_now = rows["core now"]
-    ok_time, ok_size, ok_import = t_now < 0.3 * t_before, s_now < 0.3 * s_before, new["first step (imports)"][1] < 0.5
+    ok_time, ok_size = t_now < 0.3 * t_before, s_now < 0.3 * s_before
+    ok_import = max(new["first step (CPU)"][1], new["  with a new ledger (CPU)"][1]) < 0.5
     print(f"\ncore install time {t_now / t_before:.0%} of before, CPU {c_now / c_before:.0%} (target < 30%): "
           f"{'met' if ok_time else 'NOT MET'}")  # fmt: skip
     print(f"core site-packages {s_now / s_before:.0%} of before (target < 30%): {'met' if ok_size else 'NOT MET'}")
-    median, best = new["first step (imports)"]
-    print(f"first metered step imports in {best:.3f} s, best of {args.runs} ({median:.3f} s median; target < 0.5 s): "
-          f"{'met' if ok_import else 'NOT MET'}")  # fmt: skip
+    for label, suffix in (("an existing", "first step"), ("a new", "  with a new ledger")):
+        imports, cpu = new[f"{suffix} (imports)"][1], new[f"{suffix} (CPU)"][1]
+        print(f"a first metered step on {label} ledger, imports included, takes {cpu:.3f} s of CPU (imports "
+              f"{imports:.3f} s wall), best of {args.runs} (target: imports < 0.5 s)")  # fmt: skip
+    print(f"import target: {'met' if ok_import else 'NOT MET'}")
     return 0 if ok_time and ok_size and ok_import else 1
 
 

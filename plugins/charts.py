@@ -172,10 +172,10 @@ def _short(text: Any, n: int = 18) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def burn_bars(rows: Sequence[dict[str, Any]], *, width: int = 560) -> str:
+def burn_bars(rows: Sequence[dict[str, Any]], *, width: int = 700) -> str:
     """Budget windows: spent against the limit this period (the bar), the forecast (a tick)."""
     left, bar_h, gap = 150, 16, 8
-    plot_w = width - left - 150
+    plot_w = width - left - 220
     height = len(rows) * (bar_h + gap) + 8
     parts = []
     for i, r in enumerate(rows):

@@ -257,10 +257,13 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     def empty_ledger() -> Engine:
         if not empty:
             from sqlalchemy import create_engine
+            from sqlalchemy.pool import StaticPool
 
             from mlcost.ledger.schema import metadata
 
-            engine = create_engine("sqlite://")
+            engine = create_engine(  # one in-memory database for every connection and thread
+                "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
             metadata.create_all(engine)
             empty.append(engine)
         return empty[0]

@@ -31,6 +31,10 @@ _LEAKY = (
     "GITHUB_HEAD_REF",
     "GITHUB_RUN_ID",
     "GITHUB_STEP_SUMMARY",
+    # the ledger's outbox and limits (mlcost.ledger): a test's outbox is in its own folder
+    "MLCOST_OUTBOX",
+    "MLCOST_LOST_AFTER_S",
+    "MLCOST_LEDGER_WAIT_S",
     # a launcher's job identity (mlcost.jobs): a test run under SLURM or torchrun is not a job's node
     "MLCOST_JOB_ID",
     "MLCOST_NODE_RANK",

@@ -113,7 +113,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 STEP = """
 import json, sys
 from mlcost import meter
-with meter("train", gpus=2, gpu_type="H100", tags={"team": "search"}, interval=0.05,
+# a generous MLflow wait: importing MLflow's client on a busy 2-core machine can take 15 s
+with meter("train", gpus=2, gpu_type="H100", tags={"team": "search"}, interval=0.05, mlflow_timeout_s=240,
            tracking_uri=sys.argv[1] if len(sys.argv) > 1 else None) as m:
     sum(range(10**5))
 print(json.dumps({"step_id": m.cost.step_id, "usd": m.cost.total_usd,
@@ -150,10 +151,11 @@ def test_a_metered_step_writes_the_ledger_and_logs_to_an_mlflow_server(core_venv
     from mlflow.tracking import MlflowClient
 
     from mlcost.sinks.ledger import Ledger
+    from mlcost.sinks.mlflow_reach import sink_key
 
     (step,) = Ledger(tmp_path / "ledger.db").steps()  # the ledger the core venv wrote, read here
     assert step.step_id == out["step_id"] and step.status == "succeeded" and step.gpus == 2
-    assert Ledger(tmp_path / "ledger.db").unsynced("mlflow") == []  # MLflow acknowledged it
+    assert Ledger(tmp_path / "ledger.db").unsynced(sink_key(mlflow_server)) == []  # the server acknowledged it
     client = MlflowClient(mlflow_server)
     (run,) = client.search_runs(
         [client.get_experiment_by_name("mlcost").experiment_id], f"tags.`mlcost.step_id` = '{step.step_id}'"

@@ -194,7 +194,9 @@ def test_a_database_with_other_tables_is_refused_and_nothing_is_created_in_it(
     pg_server, pg_url, capsys, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("MLCOST_OUTBOX", str(tmp_path / "outbox.db"))
-    db = pg_url.rsplit("/", 1)[1].split("?")[0]
+    from urllib.parse import urlsplit
+
+    db = urlsplit(pg_url).path.lstrip("/")
     pg_server.execute("CREATE TABLE users (id integer primary key, name text)", db=db)
     tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
     for argv in [*READERS, ["ledger", "upgrade"]]:

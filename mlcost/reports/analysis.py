@@ -32,6 +32,7 @@ INTERRUPTIBLE = ("training", "evaluation", "data")  # checkpointable work that c
 ANOMALY_Z = 3.5  # Iglewicz & Hoaglin's cut-off for the modified z-score
 ANOMALY_MIN_HISTORY = 5
 ANOMALY_WINDOW = 30  # a run is compared with at most this many runs of its step before it
+CAUSE_HISTORY = 10  # the runs before a flagged one that its "usual" allocation is read from
 MEM_HEADROOM = 1.2  # recommend a GPU/MIG profile with 20% more memory than the peak seen
 TARGET_UTIL = 0.8  # size compute so the new device would be ~80% busy
 IDLE_UTIL_PCT = 5.0  # a device (or a step) below this mean util did nothing: the meter's idle threshold
@@ -304,7 +305,8 @@ def anomalies(
         out = out.sort_values(["_cost_first", "z"], ascending=[True, False]).drop_duplicates("pos")
         out = out.sort_values("z", ascending=False)
         positions = out["pos"].to_numpy()
-        past = {p: range(max(p - window, p - int(prior[p])), p) for p in positions}
+        # the usual allocation, for the cause: the latest CAUSE_HISTORY runs before each flagged one
+        past = {p: range(max(p - CAUSE_HISTORY, p - int(prior[p])), p) for p in positions}
         wanted = sorted({ids[i] for p in positions for i in (*past[p], p)})
         info = {d["step_id"]: d for d in q.step_details(conn, wanted)}
     rows_ = [info[ids[p]] for p in positions]

@@ -58,7 +58,7 @@ def rows_of(n: int, now: datetime) -> tuple[list[dict], list[dict]]:
             "total_usd": cost, "compute_usd": cost, "idle_usd": idle, "energy_usd": 0.0, "energy_kwh": None,
             "spot_whatif_usd": None, "gpu_hours": 4.0, "util_mean_pct": 50.0, "mem_peak_gb": 40.0,
             "idle_fraction": idle / cost if cost else None, "host_cpu_mean_pct": 50.0, "telemetry": "simulated",
-            "simulated": 1, "samples": 100,
+            "simulated": 1, "samples": 100, "heartbeat_at": start,
         })  # fmt: skip
         context = {"dag_id": dag, "task_id": f"task_{i % 12}", "run_id": run} if dag else {}
         records.append({"step_id": f"s{i:08d}", "record": json.dumps({"context": context, "mlflow_run_id": f"r{i}"})})
@@ -66,33 +66,23 @@ def rows_of(n: int, now: datetime) -> tuple[list[dict], list[dict]]:
     return [figures[i] for i in order], [records[i] for i in order]
 
 
-def fill(url: str, figures: list[dict], records: list[dict]) -> None:
-    """Bulk insert into the ledger's two tables (the schema made by the ledger itself on SQLite,
-    from its column list on PostgreSQL)."""
-    from sqlalchemy import MetaData, Table, create_engine, insert
+def fill(spec: str, figures: list[dict], records: list[dict]) -> None:
+    """Bulk insert into the ledger's two tables, in a schema made by the ledger itself (its
+    migrations, on both backends)."""
+    from sqlalchemy import insert
 
-    from mlcost.sinks.ledger import COLUMNS, Ledger
+    from mlcost.ledger.schema import step_figures, step_records
+    from mlcost.ledger.store import Store
+    from mlcost.ledger.target import resolve
 
-    if url.startswith("sqlite"):
-        Ledger(url.removeprefix("sqlite:///")).rows("SELECT 1")  # creates the schema
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        if not url.startswith("sqlite"):
-            types = {c: t.replace("REAL", "DOUBLE PRECISION") for c, t in COLUMNS.items() if c != "record"}
-            cols = ", ".join(f"{c} {t}" for c, t in types.items())
-            conn.exec_driver_sql(f"CREATE TABLE step_figures ({cols})")
-            conn.exec_driver_sql("CREATE INDEX steps_started ON step_figures(started_at)")
-            conn.exec_driver_sql("CREATE INDEX steps_run ON step_figures(run_key)")
-            conn.exec_driver_sql("CREATE TABLE step_records (step_id TEXT PRIMARY KEY, record TEXT NOT NULL)")
-        meta = MetaData()
-        figures_t = Table("step_figures", meta, autoload_with=conn)
-        records_t = Table("step_records", meta, autoload_with=conn)
+    store = Store(resolve(spec))
+    store.open()  # creates the schema
+    with store.begin() as conn:
         for i in range(0, len(figures), 10_000):
-            conn.execute(insert(figures_t), figures[i : i + 10_000])
-            conn.execute(insert(records_t), records[i : i + 10_000])
-        if not url.startswith("sqlite"):
+            conn.execute(insert(step_figures), figures[i : i + 10_000])
+            conn.execute(insert(step_records), records[i : i + 10_000])
+        if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("ANALYZE")
-    engine.dispose()
 
 
 def start_postgres(root: Path) -> tuple[str, object]:
@@ -136,13 +126,15 @@ def time_endpoints(client, headers: dict, repeat: int) -> dict[str, Timing]:
 
 def time_limited_page(url: str, repeat: int) -> Timing:
     """The page as a user who may read one DAG: the scope becomes an IN filter on every query."""
-    from mlcost.plugins import cost_queries as q
     from mlcost.plugins.page import render_page
 
-    engine = q.engine_for(url) if "://" in url else q.engine_for(url.removeprefix("sqlite:///"))
+    from mlcost.ledger import cost_view as q
+    from mlcost.ledger.book import open_ledger
+
+    book = open_ledger(url)
     f = q.period_filters(q.DagScope(all_dags=False, dag_ids=frozenset({"dag_007"}), user="alice"), period="30d")
     def page() -> None:
-        with engine.connect() as conn:
+        with book.store.connect() as conn:
             render_page(conn, f)
 
     return _measure(page, repeat)
@@ -172,14 +164,14 @@ def main() -> int:
     for backend in args.backends.split(","):
         handle = None
         if backend == "sqlite":
-            url = f"sqlite:///{work / 'ledger.db'}"
+            url = str(work / "ledger.db")
         else:
             url, handle = start_postgres(work)
         try:
             t = time.perf_counter()
             fill(url, figures, records)
             print(f"{backend}: filled in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-            os.environ["MLCOST_LEDGER"] = url.removeprefix("sqlite:///")
+            os.environ["MLCOST_LEDGER"] = url
             app = create_app()
             headers = {
                 "Authorization": "Bearer "

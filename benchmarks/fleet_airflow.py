@@ -104,18 +104,18 @@ class ConnectionPeak(threading.Thread):
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
-        self.url, self.peak, self._stop = url, 0, threading.Event()
+        self.url, self.peak, self._done = url, 0, threading.Event()
 
     def run(self) -> None:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self._stop.wait(0.1):
+            while not self._done.wait(0.1):
                 n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mlcost'").fetchone()
                 self.peak = max(self.peak, n[0])
 
     def stop(self) -> int:
-        self._stop.set()
+        self._done.set()
         self.join(5)
         return self.peak
 
@@ -167,6 +167,7 @@ def main() -> int:
         size1, steps1 = ledger_bytes(db)
     finally:
         dep.stop()
+        print(f"deployment stopped, nothing left running: {json.dumps(dep.timings)}", flush=True)
 
     plain_extra = [x for r in results["plain"] for x in r["extra"]]
     metered_extra = [x for r in results["metered"] for x in r["extra"]]

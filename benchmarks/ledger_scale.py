@@ -115,10 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--overhead-steps", type=int, default=50)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--reader-rows", type=int, default=1_000_000,
+                        help="steps added for chargeback + anomalies (0: skip the readers' part)")  # fmt: skip
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "tests"))
     from pg_server import start_server
+
+    if args.reader_rows:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from report_scale import reader_figures
+
+        READER_HOOKS.append(lambda name, spec: reader_figures(name, spec, args.reader_rows))
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="mlbench") as tmp:

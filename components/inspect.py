@@ -400,10 +400,12 @@ def check_pipeline(
 def _malformed(source: str) -> Iterator[None]:
     """A value of the wrong shape anywhere in the spec (a list where kfp writes a mapping, text
     where it writes a number) is a ConfigError naming the file, whichever line of the walk meets
-    it first; mlcost's own ConfigErrors pass through unchanged."""
+    it first; mlcost's own ConfigErrors get the file added when they lack it."""
     try:
         yield
-    except ConfigError:
+    except ConfigError as e:
+        if e.source is None:  # e.g. a quantity's parser, which does not know the file
+            raise ConfigError(e.detail, source=source, field=e.field) from e
         raise
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, ArithmeticError) as e:
         raise ConfigError(
@@ -561,9 +563,9 @@ def _resolve(value: Any, scope: Mapping[str, Any], depth: int = 0) -> Any:
     if isinstance(value, str) and "{{$" in value:
         match = _PLACEHOLDER.fullmatch(value.strip())
         if not match:
-            return _Unresolved(f"placeholder {value!r} is not a plain input parameter")
+            return _Unresolved(f"placeholder {shown(value)} is not a plain input parameter")
         if depth > 8:
-            return _Unresolved(f"placeholder {value!r} refers to itself")
+            return _Unresolved(f"placeholder {shown(value)} refers to itself")
         name = match.group(1)
         if name not in scope:
             return _Unresolved(f"placeholder names parameter {name!r}, which the task does not receive")
@@ -726,7 +728,7 @@ class _Walker:
             raw = next((where[k] for k in keys if k in where), None)
             got = _resolve(raw, scope)
             if isinstance(got, _Unresolved):
-                raise self.fail(f"task {path!r}: cannot resolve {what} {raw!r}: {got.reason}")
+                raise self.fail(f"task {path!r}: cannot resolve {what} {shown(raw)}: {got.reason}")
             return got
 
         accelerator = value(accel, "resourceType", "type", what="accelerator type")
@@ -794,7 +796,8 @@ def _metered_config(executor: Mapping[str, Any]) -> dict[str, Any]:
             try:
                 call = ast.parse(match.group(1), mode="eval").body
                 config = ast.literal_eval(call.args[1])  # type: ignore[attr-defined]
-            except (SyntaxError, ValueError, IndexError, AttributeError):
+            except (SyntaxError, ValueError, IndexError, AttributeError, RecursionError, MemoryError):
+                # a hand-edited command: no meter config; the parser gives up on deep nesting with these
                 continue
             if isinstance(config, dict):
                 return config

@@ -6,9 +6,12 @@ and policy checks can reuse without touching a pipeline spec.
 
 from __future__ import annotations
 
+import math
 import re
 
-from mlcost.errors import ConfigError
+from mlcost.errors import ConfigError, shown
+
+MAX_ACCELERATORS = 1_000_000  # per task instance; the meter's own bound on gpus=
 
 # Kubernetes resource.Quantity suffixes. Memory is reported in decimal GB, as the KFP compiler does
 # (`set_memory_limit("16Gi")` compiles to `memoryLimit: 17.179869184`).
@@ -24,28 +27,41 @@ _SIMPLE_TOKENS = {"H200": "H200", "H100": "H100", "L40S": "L40S", "L4": "L4", "A
 
 def parse_quantity(value: object, *, what: str) -> float:
     """A Kubernetes quantity ('500m', '8', '16Gi', '32G', 2.5) as a plain number (cores or bytes)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{what}: expected a Kubernetes quantity, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{what}: expected a Kubernetes quantity, got {shown(value)}")
     if isinstance(value, (int, float)):
-        return float(value)
-    match = _QUANTITY.match(str(value).strip())
+        return _finite(value, what)
+    match = _QUANTITY.match(value.strip()) if len(value) <= 64 else None
     if not match:
-        raise ConfigError(f"{what}: cannot read {value!r} as a Kubernetes quantity (e.g. '500m', '8', '16Gi')")
+        raise ConfigError(f"{what}: cannot read {shown(value)} as a Kubernetes quantity (e.g. '500m', '8', '16Gi')")
     number, suffix = match.groups()
     scale = _BINARY.get(suffix, _DECIMAL.get(suffix))
     if scale is None:
-        raise ConfigError(f"{what}: unknown quantity suffix {suffix!r} in {value!r}")
-    return float(number) * scale
+        raise ConfigError(f"{what}: unknown quantity suffix {suffix!r} in {shown(value)}")
+    return _finite(float(number) * scale, what)
+
+
+def _finite(value: float, what: str) -> float:
+    """A quantity as a finite float: ``1e999`` or a 5,000-digit integer is no quantity a cluster has."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{what}: {shown(value)} is not a finite quantity")
+    return number
 
 
 def parse_count(value: object, *, what: str) -> int:
     """A non-negative whole number of accelerators; KFP defaults arrive as floats (``4.0``)."""
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: expected a whole number of accelerators, got {value!r}") from None
-    if number < 0 or number != int(number):
-        raise ConfigError(f"{what}: expected a non-negative whole number of accelerators, got {value!r}")
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{what}: expected a whole number of accelerators, got {shown(value)}") from None
+    if not math.isfinite(number) or number < 0 or number != int(number) or number > MAX_ACCELERATORS:
+        raise ConfigError(
+            f"{what}: expected a whole number of accelerators from 0 to {MAX_ACCELERATORS:,}, got {shown(value)}"
+        )
     return int(number)
 
 

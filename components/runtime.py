@@ -48,7 +48,9 @@ def write_metrics(metrics: Any, step: Any) -> None:
         if value is not None:  # an unmeasured figure is left out, not shown as 0
             metrics.log_metric(key, float(value))
     metrics.metadata["mlcost_status"] = step.status
-    metrics.metadata["mlcost_telemetry"] = step.telemetry + (" (simulated)" if step.simulated else "")
+    # "simulated" says it already; only another kind on the simulated GPU (e.g. degraded) needs the mark
+    simulated = step.simulated and step.telemetry != "simulated"
+    metrics.metadata["mlcost_telemetry"] = step.telemetry + (" (simulated)" if simulated else "")
 
 
 def _kfp_run_key() -> str | None:

@@ -42,6 +42,7 @@ def _sync(args: argparse.Namespace) -> int:
     if not ledger.path.exists():
         Console(stderr=True).print(f"[red]no ledger at {ledger.path}[/red] (set MLCOST_LEDGER or --ledger)")
         return ExitStatus.BAD_INPUT
+    ledger.local.open()  # a file that is not a ledger, or one newer than this mlcost: refused, untouched
     console = Console()
     from mlcost.ledger.outbox import sync_outbox
 

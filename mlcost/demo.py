@@ -169,27 +169,45 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
 
 
 def _print_table(console: Any, result: Any, ledger_path: Path, simulated: bool) -> None:
-    """The run's cost, one row per task, readable at 80 columns: the task name (the key) is never cut;
-    the telemetry is said once, in the title, unless a step's differs; wall time is GPU-h ÷ GPUs."""
-    from rich import box
-    from rich.table import Table
-
     from mlcost.sinks.ledger import Ledger
 
     steps = {s.context.get("task_id", s.name): s for s in Ledger(ledger_path).steps(run_key=result.run_key)}
+    order = sorted(result.tasks, key=lambda t: (steps[t].started_at if t in steps else "~", t))
+    entries = [(t, result.tasks[t], steps.get(t)) for t in order]
     title = f"Cost of DAG run {result.dag_id}" + ("  [SIMULATED GPU]" if simulated else "")
+    console.print(cost_table(title, entries, simulated=simulated, caption=f"run {result.run_id}"))
+
+
+def print_run_costs(since: str, *, title: str, console: Any = None, ledger: str | None = None) -> float:
+    """Print the metered steps recorded since ``since`` (ISO time) as the demo's cost table; returns
+    their total. The examples (``pipelines/``) end with it instead of their runner's own log."""
+    from rich.console import Console
+
+    from mlcost.sinks.ledger import Ledger
+
+    console = console or Console()
+    steps = [s for s in Ledger(ledger).steps(since=since) if s.source == "meter"]
+    simulated = any(s.simulated for s in steps)
+    title += "  [SIMULATED GPU]" if simulated else ""
+    console.print(cost_table(title, [(s.name, s.status, s) for s in steps], simulated=simulated))
+    return sum(s.total_usd for s in steps)
+
+
+def cost_table(title: str, entries: list[tuple[str, str, Any]], *, simulated: bool, caption: str | None = None) -> Any:
+    """A run's cost, one row per ``(task, state, StepCost or None)``, readable at 80 columns: the task
+    name (the key) is never cut; the telemetry is said once, in the title, unless a step's differs."""
+    from rich import box
+    from rich.table import Table
+
     usual = "simulated" if simulated else "nvml"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
-                  caption=f"run {result.run_id}", caption_justify="left")  # fmt: skip
-    width = max([len("task"), *(len(t) for t in result.tasks)])
+                  caption=caption, caption_justify="left")  # fmt: skip
+    width = max([len("task"), *(len(e[0]) for e in entries)])
     table.add_column("task", no_wrap=True, min_width=width)
     for col in ("state", "GPUs", "GPU-h", "util", "idle", "cost", "idle $"):
         table.add_column(col, justify="left" if col in ("state", "GPUs") else "right", overflow="fold")
     total = idle = 0.0
-    order = sorted(result.tasks, key=lambda t: (steps[t].started_at if t in steps else "~", t))
-    for task_id in order:
-        state = result.tasks[task_id]
-        s = steps.get(task_id)
+    for task_id, state, s in entries:
         if s is None or s.source != "meter":
             table.add_row(task_id, state, "no GPU", "", "", "", "", "")
             continue
@@ -208,4 +226,4 @@ def _print_table(console: Any, result: Any, ledger_path: Path, simulated: bool) 
         )
     table.add_section()
     table.add_row("total", "", "", "", "", "", f"${total:.4f}", f"${idle:.4f}")
-    console.print(table)
+    return table

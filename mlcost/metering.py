@@ -146,7 +146,6 @@ class Meter:
             mlflow=lambda: self._mlflow_target() if self._mlflow_enabled() else None,
         )
         self._finalizing = False
-        self._windows: list[Any] = []  # the budget windows of this step, as seen at preflight
 
     # public while running ---------------------------------------------------------------------
     @property
@@ -217,7 +216,7 @@ class Meter:
                 policy=self.policy,
                 nodes=self.nodes,
             )
-            self._windows = self._preflight_windows()
+            self._preflight_windows()
         except PreflightRefused as refusal:
             self._record_refusal(refusal)
             raise
@@ -424,14 +423,14 @@ class Meter:
         self._alert(self.cost, refused=True)
 
     # budget windows, spikes and alerts: decided in mlcost.windows and mlcost.step_alerts ------
-    def _preflight_windows(self) -> list[Any]:
+    def _preflight_windows(self) -> None:
         from mlcost.windows import check_windows
 
         duration = self.limits.max_duration_s
         projected = None
         if duration is not None and self._unit_price is not None:
             projected = allocated_cost(self.gpus, duration.value, self._unit_price)
-        return check_windows(self.name, self.policy, self.tags, projected_usd=projected, ledger=self.ledger)
+        check_windows(self.name, self.policy, self.tags, projected_usd=projected, ledger=self.ledger)
 
     def _with_spike(self, step: StepCost) -> StepCost:
         from mlcost.step_alerts import with_spike

@@ -51,6 +51,15 @@ def parse_when(value: str | datetime | None, *, field: str, now: datetime | None
     return dt
 
 
+def _check_order(since: datetime | None, until: datetime | None, since_field: str, until_field: str) -> None:
+    if since is not None and until is not None and until <= since:
+        raise ConfigError(
+            f"the period is empty: {until_field} ({until.isoformat()}) is not after {since_field} "
+            f"({since.isoformat()})",
+            field=until_field,
+        )
+
+
 @dataclass(frozen=True)
 class Period:
     """[since, until) in UTC; either end may be open. Strings are parsed by :func:`parse_when`
@@ -62,11 +71,7 @@ class Period:
     def __post_init__(self) -> None:
         since = parse_when(self.since, field="--since")
         until = parse_when(self.until, field="--until")
-        if since is not None and until is not None and until <= since:
-            raise ConfigError(
-                f"the period is empty: --until ({until.isoformat()}) is not after --since ({since.isoformat()})",
-                field="--until",
-            )
+        _check_order(since, until, "--since", "--until")
         object.__setattr__(self, "since", since)
         object.__setattr__(self, "until", until)
 
@@ -82,7 +87,9 @@ class Period:
     ) -> Period:
         """From a command's flags or a request's query parameters; errors name ``*_field``."""
         now = now or datetime.now(timezone.utc)
-        return cls(parse_when(since, field=since_field, now=now), parse_when(until, field=until_field, now=now))
+        start, end = parse_when(since, field=since_field, now=now), parse_when(until, field=until_field, now=now)
+        _check_order(start, end, since_field, until_field)
+        return cls(start, end)
 
     @property
     def bounded(self) -> bool:

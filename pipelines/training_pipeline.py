@@ -2,7 +2,7 @@
 stop the run if it went over budget.
 
     python pipelines/training_pipeline.py compile training_pipeline.yaml   # IR YAML for a KFP cluster
-    python pipelines/training_pipeline.py run                              # locally, no cluster needed
+    python pipelines/training_pipeline.py run [-v]                         # locally, no cluster needed
     mlcost gate --pipeline training_pipeline.yaml --policy mlcost.toml     # static guardrails
 
 Locally it runs with ``kfp.local.SubprocessRunner(use_venv=False)`` in this interpreter; without an
@@ -10,8 +10,10 @@ NVIDIA driver, set ``MLCOST_GPU_BACKEND=simulated`` (``run`` does it for you) an
 """
 
 import argparse
+import contextlib
 import os
 import sys
+from datetime import datetime, timezone
 
 from kfp import compiler, dsl
 from kfp.dsl import Input, Metrics, Model, Output
@@ -97,12 +99,36 @@ def training_pipeline(
     return best.outputs["Output"]
 
 
+@contextlib.contextmanager
+def _executor_log_to(path):
+    """kfp.local prints each task's executor input and output (hundreds of lines of JSON) on the
+    process's stdout/stderr: into ``path``, at the file-descriptor level (the task subprocesses
+    inherit the descriptors), so the terminal shows the outcome and the cost."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("compile").add_argument("output", help="where to write the IR YAML")
     run = sub.add_parser("run")
     run.add_argument("--pipeline-root", default=os.path.join(os.getcwd(), "kfp-local-outputs"))
+    run.add_argument("-v", "--verbose", action="store_true", help="show kfp.local's executor log here")
     args = parser.parse_args(argv)
     if args.command == "compile":
         compiler.Compiler().compile(training_pipeline, args.output)
@@ -110,11 +136,24 @@ def main(argv=None) -> int:
         return 0
     import kfp.local
 
+    from mlcost.demo import print_run_costs
+
     os.environ.setdefault("MLCOST_GPU_BACKEND", "simulated")
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=args.pipeline_root)
-    task = training_pipeline()
-    print(f"best model: {task.outputs['Output']}")
-    return 0
+    started = datetime.now(timezone.utc).isoformat()
+    log_path = os.path.join(args.pipeline_root, "executor.log")
+    outcome, failure = "", None
+    try:
+        with contextlib.nullcontext() if args.verbose else _executor_log_to(log_path):
+            task = training_pipeline()
+        outcome = f"best model: {task.outputs['Output']}"
+    except Exception as e:  # a refused step or the budget gate: the cost so far is still worth seeing
+        failure = f"the pipeline failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    print_run_costs(started, title="Cost of pipeline mlcost-training")
+    print(failure or outcome)
+    if not args.verbose:
+        print(f"executor log: {log_path} (-v shows it here)")
+    return 1 if failure else 0
 
 
 if __name__ == "__main__":

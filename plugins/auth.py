@@ -14,13 +14,14 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
-from mlcost.plugins.cost_queries import DagScope
 from mlcost.plugins.version_compat import (
     DagDetails,
     get_auth_manager,
     get_user,
     permitted_dag_filter_factory,
 )
+
+from mlcost.ledger.cost_view import DagScope
 
 # No DAG is named this (a DAG id cannot hold ':'), so only a rule that covers every DAG allows it:
 # FAB checks the global "DAGs" resource and then a "DAG:<id>" one no role has; SimpleAuthManager

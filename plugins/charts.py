@@ -170,3 +170,34 @@ def _label(left: int, y: float, text: str) -> str:
 def _short(text: Any, n: int = 18) -> str:
     text = str(text)
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def burn_bars(rows: Sequence[dict[str, Any]], *, width: int = 700) -> str:
+    """Budget windows: spent against the limit this period (the bar), the forecast (a tick)."""
+    left, bar_h, gap = 150, 16, 8
+    plot_w = width - left - 220
+    height = len(rows) * (bar_h + gap) + 8
+    parts = []
+    for i, r in enumerate(rows):
+        y = 4 + i * (bar_h + gap)
+        limit = r["limit_usd"] or 0.0
+        share = min(r["spent_usd"] / limit, 1.0) if limit > 0 else 1.0
+        w = max(0.5, plot_w * share)
+        colour = {"ok": PALETTE[2], "warned": PALETTE[5], "spent": PALETTE[3]}.get(r["state"], PALETTE[0])
+        parts.append(_label(left, y, _short(r["name"], 22)))
+        parts.append(f'<rect x="{left}" y="{y}" width="{plot_w}" height="{bar_h}" class="track"/>')
+        parts.append(
+            f'<path d="M{left} {y}h{_n(w)}v{bar_h}h{_n(-w)}Z" fill="{colour}" data-key="{escape(r["name"])}" '
+            f'data-usd="{r["spent_usd"]!r}"><title>{escape(r["name"])}: {money(r["spent_usd"])} of '
+            f"{money(limit)} this {escape(r['period'])}, {escape(r['state'])}</title></path>"
+        )
+        if limit > 0:
+            fx = left + plot_w * min(r["forecast_usd"] / limit, 1.0)
+            parts.append(f'<line x1="{_n(fx)}" x2="{_n(fx)}" y1="{y - 2}" y2="{y + bar_h + 2}" class="forecast"/>')
+        pct = "" if r["share_pct"] is None else f" ({r['share_pct']:.0f}%)"
+        parts.append(
+            f'<text x="{left + plot_w + 6}" y="{y + 12}" class="axis">{money(r["spent_usd"])} of '
+            f"{money(limit)}{pct}</text>"
+        )
+    total = sum(r["spent_usd"] for r in rows)
+    return _svg("budget-windows", width, height, "".join(parts), label="Budget windows and their burn", total=total)

@@ -5,23 +5,30 @@ Served by the Airflow 3 API server as a plugin FastAPI app (``fastapi_apps``) an
 UI's navigation (``external_views``). A plugin app gets no authentication from Airflow unless it
 asks, so every route but ``/health`` takes :data:`FiltersDep`, which asks Airflow's auth manager
 who the user is and which DAGs they may read (``plugins/auth.py``); the queries
-(``plugins/cost_queries.py``) aggregate in the database and the pictures (``plugins/charts.py``) are
-drawn on the server. It reads the ledger and writes nothing.
+(:mod:`mlcost.ledger.cost_view`, in the query layer) aggregate in the database and the pictures
+(``plugins/charts.py``) are drawn on the server. It reads the ledger and writes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse
-from mlcost.plugins import cost_queries as q
 from mlcost.plugins.auth import DagScopeDep, login_url
 from mlcost.plugins.page import render_page
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+
+from mlcost.errors import ConfigError
+from mlcost.ledger import cost_view as q
+
+log = logging.getLogger(__name__)
 
 API_DESCRIPTION = """GPU cost from the mlcost ledger, by DAG, task, team and model, for the user's
 readable DAGs only. Authenticate as for Airflow's own REST API: a Bearer token from `POST /auth/token`,
@@ -41,7 +48,7 @@ def filters(
 ) -> q.Filters:
     try:
         return q.period_filters(scope, period=period, since=since, until=until, dag_id=dag_id, team=team)
-    except ValueError as e:
+    except ConfigError as e:  # names the parameter and what it takes
         raise HTTPException(status_code=400, detail=str(e)) from None
 
 
@@ -141,12 +148,34 @@ class RunsOut(BaseModel):
     runs: list[RunRow]
 
 
+class Window(BaseModel):
+    name: str
+    scope: dict[str, str] = Field(description="team / project / model / workload; empty: everyone")
+    period: str = Field(description="day, week or month (calendar, UTC)")
+    period_start: str
+    period_end: str
+    spent_usd: float
+    limit_usd: float
+    share_pct: float | None
+    forecast_usd: float = Field(description="spend by the period's end at the rate so far")
+    state: str = Field(description="ok, warned or spent")
+    warn_at_pct: list[float]
+    stop_running: bool
+
+
+class WindowsOut(BaseModel):
+    windows: list[Window] = Field(
+        description="empty when the policy has none, or for a user who may not read every DAG "
+        "(a window's scope is a team, project, model or workload, whose spend crosses DAGs)"
+    )
+
+
 class Health(BaseModel):
     status: str
 
 
 def _period(f: q.Filters) -> Period:
-    return Period(period=f.period, since=f.since, until=f.until, dag_id=f.dag_id, team=f.team)
+    return Period(period=f.name, since=f.since, until=f.until, dag_id=f.dag_id, team=f.team)
 
 
 def mlflow_ui() -> str | None:
@@ -186,17 +215,65 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     from mlcost.plugins.version_compat import get_auth_manager
 
     # OpenAPI at /openapi.json; no /docs page, since FastAPI's Swagger UI loads from a CDN (air-gapped Airflows).
-    app = FastAPI(
-        title="mlcost Cost view", version="1", description=API_DESCRIPTION, docs_url=None, redoc_url=None
-    )
+    app = FastAPI(title="mlcost Cost view", version="1", description=API_DESCRIPTION, docs_url=None, redoc_url=None)
     app.state.auth_manager = get_auth_manager()  # what Airflow's security dependencies read
-    engines: dict[str, Engine] = {}
+    books: dict[str, Any] = {}
+    empty: list[Engine] = []
 
-    def engine() -> Engine:
-        key = str(ledger if ledger is not None else os.environ.get("MLCOST_LEDGER", ""))
-        if key not in engines:
-            engines[key] = q.engine_for(ledger)
-        return engines[key]
+    def opened() -> Any:
+        """The ledger opened read-only and checked once (:func:`mlcost.ledger.book.open_ledger`;
+        the shared one when ``MLCOST_LEDGER`` is a URL), or None for a file no step has written
+        yet: the API server starts before the first step, and that is an empty view, not an error."""
+        from mlcost.ledger.book import open_ledger
+        from mlcost.ledger.target import resolve
+
+        spec = ledger if ledger is not None else os.environ.get("MLCOST_LEDGER") or None
+        book = books.get(str(spec))
+        if book is None:
+            target = resolve(spec)
+            if target.path is not None and not target.path.exists():
+                return None
+            book = books[str(spec)] = open_ledger(spec)
+        return book
+
+    @contextmanager
+    def reading() -> Iterator[Connection]:
+        book = opened()
+        with book.store.connect() if book is not None else empty_ledger().connect() as conn:
+            yield conn
+
+    def windows(scope: q.DagScope) -> list[dict[str, Any]]:
+        """Budget windows of the policy (``MLCOST_POLICY``, else ./mlcost.toml, ...) and their burn."""
+        from mlcost.policy import Policy
+
+        try:
+            policy = Policy.load()
+        except ConfigError as e:  # the view still shows spend; the policy's owner sees why not windows
+            log.warning("mlcost: the Cost view shows no budget windows: %s", e)
+            return []
+        book = opened()
+        return q.budget_window_burn(book.store if book is not None else None, scope, policy)
+
+    def empty_ledger() -> Engine:
+        if not empty:
+            from sqlalchemy import create_engine
+            from sqlalchemy.pool import StaticPool
+
+            from mlcost.ledger.schema import metadata
+
+            engine = create_engine(  # one in-memory database for every connection and thread
+                "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+            metadata.create_all(engine)
+            empty.append(engine)
+        return empty[0]
+
+    @app.exception_handler(ConfigError)
+    async def unavailable(request: Request, exc: ConfigError) -> Any:
+        """The ledger is missing, damaged or unreachable (the message masks any password)."""
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse(status_code=503, content={"detail": f"the ledger cannot be read: {exc}"})
 
     def steps_with_links(rows: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
         root = airflow_root(request)
@@ -210,8 +287,10 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     ) -> str:
         if stack not in ("team", "dag"):
             stack = "team"
-        with engine().connect() as conn:
-            return render_page(conn, f, stack=stack, link=lambda r: step_links(r, airflow_root(request)))
+        with reading() as conn:
+            return render_page(
+                conn, f, stack=stack, link=lambda r: step_links(r, airflow_root(request)), windows=windows(f.scope)
+            )
 
     @app.exception_handler(HTTPException)
     async def to_login(request: Request, exc: HTTPException) -> Any:
@@ -223,14 +302,14 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
 
     @app.get("/api/totals", response_model=TotalsOut, summary="Sums over the filtered steps")
     def api_totals(f: FiltersDep) -> dict:
-        with engine().connect() as conn:
+        with reading() as conn:
             return {"filters": _period(f), "totals": q.totals(conn, f)}
 
     @app.get("/api/costs", response_model=CostsOut, summary="Cost by DAG, task, team or model, costliest first")
     def api_costs(f: FiltersDep, group: Annotated[str, Query(description="dag, task, team or model")] = "dag") -> dict:
         if group not in q.GROUPS:
             raise HTTPException(status_code=400, detail=f"group must be one of {', '.join(q.GROUPS)}")
-        with engine().connect() as conn:
+        with reading() as conn:
             rows = q.cost_by(conn, group, f)
         return {"group": group, "filters": _period(f), "rows": rows, "total_usd": sum(r["total_usd"] for r in rows)}
 
@@ -238,7 +317,7 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     def api_daily(f: FiltersDep, by: Annotated[str, Query(description="team or dag")] = "team") -> dict:
         if by not in ("team", "dag"):
             raise HTTPException(status_code=400, detail="by must be team or dag")
-        with engine().connect() as conn:
+        with reading() as conn:
             return {"filters": _period(f), **q.spend_per_day(conn, by, f)}
 
     @app.get("/api/top-steps", response_model=StepsOut, summary="The costliest steps, or those that idled most")
@@ -250,26 +329,34 @@ def create_app(ledger: str | os.PathLike[str] | None = None) -> FastAPI:
     ) -> dict:
         if order not in ("total", "idle"):
             raise HTTPException(status_code=400, detail="order must be total or idle")
-        with engine().connect() as conn:
+        with reading() as conn:
             rows = q.top_steps(conn, f, order=order, limit=limit)
         return {"filters": _period(f), "steps": steps_with_links(rows, request)}
 
     @app.get("/api/flagged", response_model=StepsOut, summary="Steps refused before they started, and lost steps")
     def api_flagged(request: Request, f: FiltersDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
-        with engine().connect() as conn:
+        with reading() as conn:
             rows = q.flagged_steps(conn, f, limit=limit)
         return {"filters": _period(f), "steps": steps_with_links(rows, request)}
 
     @app.get("/api/runs", response_model=RunsOut, summary="The latest DAG runs with their cost")
     def api_runs(f: FiltersDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
-        with engine().connect() as conn:
+        with reading() as conn:
             return {"filters": _period(f), "runs": q.dag_runs(conn, f, limit=limit)}
+
+    @app.get(
+        "/api/budget-windows",
+        response_model=WindowsOut,
+        summary="The policy's budget windows and their spend this period (users who may read every DAG)",
+    )
+    def api_windows(scope: DagScopeDep) -> dict:
+        return {"windows": windows(scope)}
 
     @app.get("/health", response_model=Health, summary="Liveness: the view can read its ledger")
     def health() -> dict:
         """Public, like Airflow's own health endpoint, so it says nothing about where the ledger is."""
         try:
-            with engine().connect() as conn:
+            with reading() as conn:
                 q.totals(conn, q.Filters(scope=q.DagScope(all_dags=False)))
         except Exception:
             return {"status": "ledger unreachable"}

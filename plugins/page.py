@@ -1,6 +1,6 @@
 """The Cost view's HTML: one server-rendered page, no script, no request to anywhere else.
 
-Built from the same query functions and the same :class:`~mlcost.plugins.cost_queries.Filters` as
+Built from the same query functions and the same :class:`~mlcost.ledger.cost_view.Filters` as
 the JSON API, so the page and ``/api`` always agree. The form is a plain GET form (period, custom
 dates, DAG, team, stacking), so every view is a link that can be shared or bookmarked.
 """
@@ -13,8 +13,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from mlcost.plugins import charts
-from mlcost.plugins import cost_queries as q
 from sqlalchemy.engine import Connection
+
+from mlcost.ledger import cost_view as q
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.2rem;color:#1b1f24;background:#fff}
@@ -25,7 +26,7 @@ form{display:flex;gap:.6rem;flex-wrap:wrap;align-items:end;margin:.6rem 0;paddin
 form label{display:flex;flex-direction:column;font-size:.8rem;color:#57606a}
 .cards{display:flex;gap:.8rem;flex-wrap:wrap}.card{border:1px solid #d0d7de;border-radius:6px;padding:.5rem .8rem}
 .card b{display:block;font-size:1.25rem}.muted,.axis{fill:#57606a;color:#57606a;font-size:11px}
-.grid{stroke:#d0d7de}.track{fill:#f0f2f4}.row{display:flex;gap:2rem;flex-wrap:wrap}
+.grid{stroke:#d0d7de}.forecast{stroke:#1b1f24;stroke-width:2}.track{fill:#f0f2f4}.row{display:flex;gap:2rem;flex-wrap:wrap}
 .sim{background:#fff8c5;border:1px solid #d4a72c;padding:.4rem .7rem;border-radius:6px}
 .flag{font-weight:600;color:#d62728}.flag.lost{color:#7f3fbf}
 .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.3rem 1rem;font-size:.85rem}
@@ -36,7 +37,8 @@ Link = Callable[[dict[str, Any]], dict[str, str]]
 
 
 def _qs(f: q.Filters, **over: Any) -> str:
-    args = {"period": f.period, "since": f.since if f.period == "custom" else None, "until": f.until}
+    custom = f.name == "custom"
+    args = {"period": f.name, "since": f.since if custom else None, "until": f.until if custom else None}
     args.update(dag_id=f.dag_id, team=f.team)
     args.update(over)
     return "?" + urlencode({k: v for k, v in args.items() if v})
@@ -53,7 +55,7 @@ def _form(f: q.Filters, stack: str, dags: Sequence[str], teams: Sequence[str]) -
         return "".join(opts)
 
     periods = "".join(
-        f'<option value="{p}"{" selected" if p == f.period else ""}>{label}</option>'
+        f'<option value="{p}"{" selected" if p == f.name else ""}>{label}</option>'
         for p, label in (
             ("24h", "last 24 h"),
             ("7d", "last 7 days"),
@@ -62,8 +64,8 @@ def _form(f: q.Filters, stack: str, dags: Sequence[str], teams: Sequence[str]) -
             ("custom", "custom"),
         )
     )
-    since = (f.since or "")[:10] if f.period == "custom" else ""
-    until = (f.until or "")[:10]
+    since = (f.since or "")[:10] if f.name == "custom" else ""
+    until = (f.until or "")[:10] if f.name == "custom" else ""
     return (
         '<form method="get" action="">'
         f'<label>Period<select name="period">{periods}</select></label>'
@@ -136,26 +138,35 @@ def _steps_table(rows: Sequence[dict[str, Any]], link: Link, *, table_id: str) -
 
 
 def _windows(rows: Sequence[dict[str, Any]]) -> str:
-    """Budget windows and their burn: nothing at all until the policy has windows."""
+    """Budget windows and their burn: nothing at all while the policy has none (or the user may
+    not read every DAG; see :func:`mlcost.ledger.cost_view.budget_window_burn`)."""
     if not rows:
         return ""
     body = "".join(
-        f"<tr><td>{escape(str(w['scope']))}</td><td>{escape(str(w['period']))}</td>"
-        f"<td class=n>{charts.money(w['spent_usd'])}</td><td class=n>{charts.money(w['usd'])}</td>"
-        f"<td class=n>{w['burn']:.0%}</td></tr>"
+        f"<tr><td>{escape(str(w['name']))}</td><td>{escape(str(w['period']))} from "
+        f"{escape(str(w['period_start'])[:10])}</td><td class=n>{charts.money(w['spent_usd'])}</td>"
+        f"<td class=n>{charts.money(w['limit_usd'])}</td><td class=n>{charts.money(w['forecast_usd'])}</td>"
+        f"<td>{escape(str(w['state']))}</td></tr>"
         for w in rows
     )
-    head = "<tr><th>scope</th><th>window</th><th>spent</th><th>budget</th><th>burn</th></tr>"
-    return f'<h2>Budget windows</h2><table id="budget-windows">{head}{body}</table>'
+    head = "<tr><th>window</th><th>period</th><th>spent</th><th>limit</th><th>forecast</th><th>state</th></tr>"
+    return "<h2>Budget windows</h2>" + charts.burn_bars(rows) + f'<table id="budget-windows">{head}{body}</table>'
 
 
-def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Link = lambda r: {}) -> str:
+def render_page(
+    conn: Connection,
+    f: q.Filters,
+    *,
+    stack: str = "team",
+    link: Link = lambda r: {},
+    windows: Sequence[dict[str, Any]] = (),
+) -> str:
     """The whole page for one user's :class:`Filters` (their DAG scope included)."""
     cells = q.overview(conn, f)  # one scan: totals, by DAG, by team and both stacked charts
     (totals,) = q.fold(cells, None)
     by_dag, by_team = q.fold(cells, "dag_id"), q.fold(cells, "team")
     if f.dag_id or f.team:  # the choices of the form stay those of the whole period
-        wide = q.overview(conn, q.Filters(f.scope, f.since, f.until, None, None, f.period))
+        wide = q.overview(conn, f.widened())
         dags, teams = [r["dag_id"] for r in q.fold(wide, "dag_id")], [r["team"] for r in q.fold(wide, "team")]
     else:
         dags, teams = [r["dag_id"] for r in by_dag], [r["team"] for r in by_team]
@@ -165,9 +176,8 @@ def render_page(conn: Connection, f: q.Filters, *, stack: str = "team", link: Li
     top_cost = q.top_steps(conn, f, order="total", limit=10)
     top_idle = q.top_steps(conn, f, order="idle", limit=10)
     flagged = q.flagged_steps(conn, f, limit=20)
-    windows = q.budget_window_burn(conn, f)
     scope = "every DAG" if f.scope.all_dags else f"the {len(f.scope.dag_ids)} DAG(s) you may read"
-    period = f"{f.period}" if f.period != "custom" else f"{(f.since or '…')[:10]} to {(f.until or 'now')[:10]}"
+    period = f"{f.name}" if f.name != "custom" else f"{(f.since or '…')[:10]} to {(f.until or 'now')[:10]}"
     other = "dag" if stack == "team" else "team"
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>mlcost: Cost view</title>",

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-pytest_plugins = ("pg_server",)  # tests/pg_server.py: the session's real PostgreSQL (pg_server, pg_url)
+# tests/pg_server.py: the session's real PostgreSQL (pg_server, pg_url); tests/webhook.py: a loopback webhook
+pytest_plugins = ("pg_server", "webhook")
 
 _LEAKY = (
     "MLFLOW_TRACKING_URI",
@@ -30,6 +31,10 @@ _LEAKY = (
     "GITHUB_HEAD_REF",
     "GITHUB_RUN_ID",
     "GITHUB_STEP_SUMMARY",
+    # the ledger's outbox and limits (mlcost.ledger): a test's outbox is in its own folder
+    "MLCOST_OUTBOX",
+    "MLCOST_LOST_AFTER_S",
+    "MLCOST_LEDGER_WAIT_S",
     # a launcher's job identity (mlcost.jobs): a test run under SLURM or torchrun is not a job's node
     "MLCOST_JOB_ID",
     "MLCOST_NODE_RANK",

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
 
 from mlcost.alerts import Alert, deliver, send
 
@@ -27,34 +22,8 @@ class MemoryBook:
         self.deliveries[key] = (delivered, error)
 
 
-@pytest.fixture
-def hook_server():
-    received: list[dict] = []
-    delay = {"s": 0.0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            time.sleep(delay["s"])
-            received.append(json.loads(body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, delay
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_a_key_is_sent_once(hook_server):
-    url, received, _ = hook_server
+def test_a_key_is_sent_once(webhook):
+    url, received, _ = webhook
     book = MemoryBook()
     alert = Alert("window_warn", "w:search-monthly:80:2026-11-01", "search-monthly passed 80%", {"pct": 80})
     first = send(alert, book, [url])
@@ -67,8 +36,8 @@ def test_a_key_is_sent_once(hook_server):
     assert book.deliveries[alert.key] == (True, None)
 
 
-def test_a_slow_webhook_does_not_stall_the_caller(hook_server):
-    url, received, delay = hook_server
+def test_a_slow_webhook_does_not_stall_the_caller(webhook):
+    url, received, delay = webhook
     delay["s"] = 2.0
     book = MemoryBook()
     started = time.monotonic()

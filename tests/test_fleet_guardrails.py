@@ -13,9 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -153,29 +151,6 @@ def test_a_job_budget_stops_every_node_on_the_jobs_total(tmp_path, backend, requ
 
 # windows and alerts ----------------------------------------------------------------------------
 @pytest.fixture
-def webhook():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secret", received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
 def warm_ledger():
     """The test's ledger made before its steps: creating a ledger's schema is part of the first
     step's start, which the step is billed for, and these tests compare step costs."""
@@ -200,7 +175,7 @@ def _kinds(received):
 def test_a_team_window_warns_at_80pct_alerts_at_its_limit_and_then_refuses_only_that_team(
     tmp_path, webhook, monkeypatch, simulated_gpu, warm_ledger
 ):
-    url, received = webhook
+    url, received, _ = webhook
     policy = tmp_path / "mlcost.toml"
     policy.write_text(textwrap.dedent(f"""
         [[budgets.windows]]
@@ -242,7 +217,7 @@ def test_a_team_window_warns_at_80pct_alerts_at_its_limit_and_then_refuses_only_
 
 
 def test_a_spike_alerts_once_and_ordinary_variation_never(tmp_path, webhook, monkeypatch, simulated_gpu, warm_ledger):
-    url, received = webhook
+    url, received, _ = webhook
     policy = tmp_path / "mlcost.toml"
     policy.write_text(f'[alerts]\nwebhooks = ["{url}"]\n')
     monkeypatch.setenv("MLCOST_POLICY", str(policy))
@@ -317,3 +292,17 @@ def test_the_gate_judges_a_jobs_total_not_each_node(tmp_path):
     rows = list(csv.DictReader(out.open()))
     gpu_rows = [r for r in rows if r["ServiceName"] == "GPU Compute"]
     assert sorted((r["x_JobId"], r["x_NodeRank"]) for r in gpu_rows) == [("ft-7", "0"), ("ft-7", "1")]
+
+
+def test_a_jobs_nodes_are_one_retrain_in_unit_economics(tmp_path):
+    from mlcost.ledger import Ledger
+    from mlcost.period import Period
+    from mlcost.reports.analysis import unit_economics
+
+    ledger = Ledger(tmp_path / "l.db")
+    for rank in (0, 1):
+        ledger.write(
+            _node_row(f"n{rank}", rank, 30.0).model_copy(update={"tags": {"model": "m", "workload": "training"}})
+        )
+    (row,) = unit_economics(ledger, Period()).to_dict("records")
+    assert (row["model"], row["retrains"], row["total_usd"]) == ("m", 1, 60.0)

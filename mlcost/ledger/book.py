@@ -158,8 +158,18 @@ class Ledger:
             raise ConfigError(f"the ledger {self.where} was opened read-only", field=self.target.field_name)
         row, record = figures_row(step, now_iso())
         blob = zlib.compress(json.dumps(series, separators=(",", ":")).encode()) if series else None
-        written = self.local.upsert(row, record, blob)
-        if self.remote is not None and written and not self._deliver(row, record, blob):
+        if self.remote is None:
+            self.local.upsert(row, record, blob)
+            return
+        try:
+            written = self.local.upsert(row, record, blob)
+        except Exception as e:  # a full disk, a refused outbox file: the shared database may still take it
+            if not self._deliver(row, record, blob, mark=False):
+                raise
+            log.error("mlcost: step %s reached the ledger %s but not the outbox %s: %s",
+                      row["step_id"], self.where, self.path, e)  # fmt: skip
+            return
+        if written and not self._deliver(row, record, blob):
             self._make_durable(row, record, blob)
 
     def _make_durable(self, row: dict[str, Any], record: str, blob: bytes | None) -> None:
@@ -169,8 +179,9 @@ class Ledger:
 
         Store(self.local.target, durable=True).upsert(row, record, blob)
 
-    def _deliver(self, row: dict[str, Any], record: str, blob: bytes | None) -> bool:
-        """Write one row to the shared ledger within the wait; True when it got there."""
+    def _deliver(self, row: dict[str, Any], record: str, blob: bytes | None, *, mark: bool = True) -> bool:
+        """Write one row to the shared ledger within the wait; True when it got there (and, with
+        ``mark``, note that in the outbox)."""
         key = self.target.url
         stuck = _stuck.get(key)
         if stuck is not None and stuck.is_alive():
@@ -179,7 +190,7 @@ class Ledger:
             return False
         outcome: dict[str, Any] = {}
         thread = threading.Thread(
-            target=self._deliver_now, args=(row, record, blob, outcome), name="mlcost-ledger", daemon=True
+            target=self._deliver_now, args=(row, record, blob, outcome, mark), name="mlcost-ledger", daemon=True
         )
         thread.start()
         thread.join(_wait_s())
@@ -195,21 +206,30 @@ class Ledger:
                 row["step_id"], self.where, outcome["error"], self.path,
             )  # fmt: skip
             return False
-        from mlcost.ledger.outbox import drain_in_background
+        if mark:
+            from mlcost.ledger.outbox import drain_in_background
 
-        drain_in_background(self)  # the database answers: deliver what an outage left behind
+            drain_in_background(self)  # the database answers: deliver what an outage left behind
         return True
 
-    def _deliver_now(self, row: dict[str, Any], record: str, blob: bytes | None, outcome: dict[str, Any]) -> None:
+    def _deliver_now(
+        self, row: dict[str, Any], record: str, blob: bytes | None, outcome: dict[str, Any], mark: bool
+    ) -> None:
         from mlcost.ledger.schema import now_iso
 
         assert self.remote is not None
         try:
             self.remote.upsert(row, record, blob)
-            delivered = version(row["status"], row["heartbeat_at"])
-            self.local.mark_synced(row["step_id"], SHARED_SINK, delivered, now_iso())
         except Exception as e:
             outcome["error"] = str(e) or type(e).__name__
+            return
+        if mark:
+            try:
+                delivered = version(row["status"], row["heartbeat_at"])
+                self.local.mark_synced(row["step_id"], SHARED_SINK, delivered, now_iso())
+            except Exception as e:  # delivered all the same: a later drain resends it, which changes nothing
+                log.warning("mlcost: step %s is in the ledger %s; the outbox %s could not note it: %s",
+                            row["step_id"], self.where, self.path, e)  # fmt: skip
 
     # alerts (the ledger is :class:`mlcost.alerts.AlertBook`) ------------------------------------
     def claim_alert(self, alert: Any) -> bool:

@@ -2,14 +2,18 @@
 SQLite and PostgreSQL (SQLAlchemy Core).
 
 Readers (reports, FOCUS export, GX validation, ``gate --ledger``, the pipeline gate's history,
-``BudgetGateOperator``, the Cost view) call these functions and never write SQL of their own.
+``BudgetGateOperator``) call these functions and never write SQL of their own; the Cost view's own
+aggregations (:mod:`mlcost.ledger.cost_view`) are built from this module's period filter, effective
+status and refusal rule.
 Aggregations are ``GROUP BY`` in the database: a report over a million steps moves a few rows to
 Python, not a million. The only wide read is the anomaly scan, which needs every step's figures for
-a robust statistic that neither database has (a median), and reads five narrow columns.
+a robust statistic that neither database has (a median over each step's past runs): it reads four
+narrow columns, in start order. The JSON record is read only for the rows that need it.
 
 A ``running`` row whose heartbeat is too old is ``lost`` (:func:`status_of`): it is counted
 wherever money is summed, with the usage of its last checkpoint, and shown as ``lost``. Rows that
-are really still running are left out of every figure until they end.
+are really still running are left out of the reports until they end (the budget gate and the Cost
+view count their cost so far).
 
 Functions return plain rows (dicts or tuples): pandas is the caller's business, so the Cost view
 and the budget gate never import it. The JSON record (devices, context, breach) is read with the
@@ -25,10 +29,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from mlcost.ledger import schema
+from mlcost.names import USER_TAG_KEYS
 from mlcost.period import Period
 from mlcost.step import STATUS_BREACHED, STATUS_RUNNING, STATUS_SUCCEEDED
 
-DIMENSIONS = ("team", "project", "model", "workload")
+DIMENSIONS = USER_TAG_KEYS  # team, project, model, workload: ledger columns
 UNTAGGED = "(untagged)"
 STATUS_LOST = schema.STATUS_LOST
 FAILED_STATUSES = ("failed", "breached", "killed", STATUS_LOST)
@@ -71,6 +76,8 @@ def in_period(period: Period | None, t: Any = None) -> sa.ColumnElement[bool]:
 
 def _when(col: Any, value: Any) -> Any:
     """A period end as the column stores it: a datetime for a timestamp column, else ISO text."""
+    # ``isoformat()`` writes microseconds only when there are some: a bound on a whole second then
+    # compares right with rows stored either way ("...:00+00:00" and "...:00.000000+00:00")
     return value if isinstance(col.type, sa.DateTime) else value.isoformat()
 
 
@@ -78,7 +85,7 @@ def refused(t: Any = None) -> sa.ColumnElement[bool]:
     """A step refused at preflight: ``breached`` before it ran (no GPU time, $0). It is a record of
     what a policy stopped, not a run: unit economics and right-sizing leave it out."""
     t = figures if t is None else t
-    return sa.and_(t.c.status == STATUS_BREACHED, sa.func.coalesce(t.c.gpu_hours, 0) == 0)
+    return sa.and_(t.c.status == STATUS_BREACHED, sa.func.coalesce(t.c.total_usd, 0) == 0)
 
 
 def json_text(conn: sa.Connection, col: Any, *path: str) -> sa.ColumnElement[str]:
@@ -88,6 +95,13 @@ def json_text(conn: sa.Connection, col: Any, *path: str) -> sa.ColumnElement[str
 
         return sa.func.jsonb_extract_path_text(sa.cast(col, JSONB), *path)
     return sa.func.json_extract(col, "$." + ".".join(path))
+
+
+def record_text(conn: sa.Connection, *path: str) -> Any:
+    """The text at ``path`` in the row's JSON record, as a correlated subquery: an aggregation that
+    needs the record for a few rows (inference steps) does not join a million 2 KB records."""
+    r = records.alias("rec")
+    return sa.select(json_text(conn, r.c.record, *path)).where(r.c.step_id == figures.c.step_id).scalar_subquery()
 
 
 def untagged(col: Any, label: str | None = None) -> sa.ColumnElement[str]:
@@ -142,6 +156,14 @@ def total_usd(conn: sa.Connection, period: Period) -> float:
     return float(conn.execute(stmt).scalar_one())
 
 
+def simulated_steps(conn: sa.Connection, period: Period) -> tuple[int, int]:
+    """(steps, of which metered on a simulated GPU) in ``period``: a report says so."""
+    f = figures
+    stmt = sa.select(sa.func.count(), _count_if(f.c.simulated == 1)).where(counted(), in_period(period))
+    n, sim = conn.execute(stmt).one()
+    return int(n or 0), int(sim or 0)
+
+
 def idle_waste(conn: sa.Connection, period: Period, by: str = "team") -> list[dict[str, Any]]:
     """Idle GPU-hours and idle $ per dimension, or per step ``name``."""
     _check_dims([by], (*DIMENSIONS, "name"))
@@ -185,7 +207,7 @@ def spot_whatif(conn: sa.Connection, period: Period, workloads: Sequence[str]) -
 
 # unit economics --------------------------------------------------------------------------------------
 def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
-    """Per model: total $, retrains (distinct training runs: steps sharing a run key, or one step)
+    """Per model: total $, retrains (distinct training runs: steps sharing a run key or a job, or one step)
     and their $, inferences counted by inference steps (an ``inferences`` tag or context value) and
     their $. Steps refused at preflight are not runs: they cost $0 and never trained anything."""
     f = figures
@@ -197,9 +219,10 @@ def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
         sa.select(
             f.c.model,
             _sum0(f.c.total_usd).label("total_usd"),
-            sa.func.count(sa.distinct(sa.case((training, sa.func.coalesce(f.c.run_key, f.c.step_id))))).label(
-                "retrains"
-            ),
+            # a run: its steps share a run key; a job across nodes is one run of its node rows
+            sa.func.count(
+                sa.distinct(sa.case((training, sa.func.coalesce(f.c.run_key, f.c.job_id, f.c.step_id))))
+            ).label("retrains"),
             sa.func.sum(sa.case((training, f.c.total_usd))).label("training_usd"),
             sa.func.sum(sa.case((counted_inference, inferences))).label("inferences"),
             sa.func.sum(sa.case((counted_inference, f.c.total_usd))).label("inference_usd"),
@@ -212,13 +235,6 @@ def unit_economics(conn: sa.Connection, period: Period) -> list[dict[str, Any]]:
 
 
 # right-sizing ----------------------------------------------------------------------------------------
-def record_text(conn: sa.Connection, *path: str) -> Any:
-    """The text at ``path`` in the row's JSON record, as a correlated subquery: an aggregation that
-    needs the record for a few rows (inference steps) does not join a million 2 KB records."""
-    r = records.alias("rec")
-    return sa.select(json_text(conn, r.c.record, *path)).where(r.c.step_id == figures.c.step_id).scalar_subquery()
-
-
 def busy_devices(conn: sa.Connection, idle_pct: float) -> Any:
     """How many devices of the row's record were busy: mean util at or above ``idle_pct``, or no
     util signal at all (MIG on A100/A30: unknown is not idle). A correlated subquery over the JSON
@@ -288,7 +304,11 @@ def anomaly_scan(conn: sa.Connection, history: Period, period: Period) -> list[t
         .where(counted(), in_period(history))
         .order_by(f.c.started_at, f.c.step_id)
     )
-    return conn.execute(stmt).fetchall()
+    result = conn.execute(stmt)
+    try:  # the driver's plain tuples: a million Row objects cost more than the scan
+        return result.cursor.fetchall()
+    finally:
+        result.close()
 
 
 def step_details(conn: sa.Connection, step_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -397,95 +417,6 @@ def succeeded_runs(
     ).subquery()  # fmt: skip
     stmt = sa.select(inner.c.name, inner.c.step_id, inner.c.duration_s, inner.c.started_at).where(
         inner.c.k <= window
-    )
-    return _dicts(conn, stmt)
-
-
-# the Cost view ---------------------------------------------------------------------------------------
-COST_VIEW_GROUPS: dict[str, tuple[str, ...]] = {
-    "dag": ("dag_id",),
-    "task": ("dag_id", "task_id"),
-    "team": ("team",),
-    "model": ("model",),
-}
-
-
-def _view_key(conn: sa.Connection, key: str) -> Any:
-    f, r = figures, records
-    if key == "dag_id":
-        return sa.func.coalesce(json_text(conn, r.c.record, "context", "dag_id"), "(none)")
-    if key == "task_id":
-        return sa.func.coalesce(json_text(conn, r.c.record, "context", "task_id"), f.c.name)
-    return sa.func.coalesce(f.c[key], UNTAGGED)
-
-
-def _view_where(conn: sa.Connection, period: Period | None, dag_id: str | None) -> list[Any]:
-    out = [in_period(period)]
-    if dag_id:
-        out.append(_view_key(conn, "dag_id") == dag_id)
-    return out
-
-
-def cost_by_group(
-    conn: sa.Connection, group: str, period: Period | None = None, *, dag_id: str | None = None
-) -> list[dict[str, Any]]:
-    """The Cost view's table for ``group`` (dag, task, team, model): per key, total $, idle $,
-    GPU-hours, duration, steps, runs, metered, failed and lost steps, and whether any was
-    simulated; costliest first. Every row counts, running ones too (their cost so far)."""
-    from mlcost.errors import ConfigError
-
-    if group not in COST_VIEW_GROUPS:
-        raise ConfigError(f"group must be one of {', '.join(COST_VIEW_GROUPS)}, got {group!r}", field="group")
-    f, r = figures, records
-    keys = [_view_key(conn, k).label(k) for k in COST_VIEW_GROUPS[group]]
-    status = status_of()
-    stmt = (
-        sa.select(
-            *keys,
-            _sum0(f.c.total_usd).label("total_usd"),
-            _sum0(f.c.idle_usd).label("idle_usd"),
-            _sum0(f.c.gpu_hours).label("gpu_hours"),
-            _sum0(f.c.duration_s).label("duration_s"),
-            sa.func.count().label("steps"),
-            sa.func.count(sa.distinct(f.c.run_key)).label("runs"),
-            _count_if(f.c.source == "meter").label("metered_steps"),
-            _count_if(status.in_(FAILED_STATUSES)).label("failed_steps"),
-            _count_if(status == STATUS_LOST).label("lost_steps"),
-            sa.func.coalesce(sa.func.max(f.c.simulated), 0).label("simulated"),
-        )
-        .select_from(f.outerjoin(r, r.c.step_id == f.c.step_id))
-        .where(*_view_where(conn, period, dag_id))
-        .group_by(*keys)
-        .order_by(sa.desc("total_usd"), *keys)
-    )
-    out = _dicts(conn, stmt)
-    for d in out:
-        d["idle_share"] = (d["idle_usd"] / d["total_usd"]) if d["total_usd"] else None
-        d["simulated"] = bool(d["simulated"])
-    return out
-
-
-def dag_run_costs(
-    conn: sa.Connection, period: Period | None = None, *, dag_id: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
-    """The latest DAG runs (by their first step's start) with total $, idle $, steps and lost steps."""
-    f, r = figures, records
-    dag = sa.func.max(_view_key(conn, "dag_id")).label("dag_id")
-    stmt = (
-        sa.select(
-            f.c.run_key,
-            dag,
-            sa.func.min(f.c.started_at).label("started_at"),
-            _sum0(f.c.total_usd).label("total_usd"),
-            _sum0(f.c.idle_usd).label("idle_usd"),
-            sa.func.count().label("steps"),
-            _count_if(status_of() == STATUS_LOST).label("lost_steps"),
-        )
-        .select_from(f.outerjoin(r, r.c.step_id == f.c.step_id))
-        .where(*_view_where(conn, period, dag_id), f.c.run_key.is_not(None))
-        .group_by(f.c.run_key)
-        .order_by(sa.desc("started_at"), f.c.run_key)
-        .limit(max(1, int(limit)))
     )
     return _dicts(conn, stmt)
 

@@ -70,8 +70,11 @@ def scope_spend(store: Store, scope: Mapping[str, str], start: datetime, end: da
     """USD spent by the steps of ``scope`` (team / project / model / workload; empty = everyone)
     started in [start, end): sealed steps at their total, running and lost ones at their last
     checkpoint (money spent is spent)."""
+    from mlcost.ledger.queries import in_period  # the one period filter of every reader
+    from mlcost.period import Period
+
     f = step_figures
-    conds = [f.c.started_at >= _iso(start), f.c.started_at < _iso(end)]
+    conds = [in_period(Period(start, end))]
     conds += [f.c[k] == v for k, v in scope.items() if k in SCOPE_COLUMNS]
     with store.connect() as conn:
         return float(conn.execute(select(func.coalesce(func.sum(f.c.total_usd), 0.0)).where(and_(*conds))).scalar())

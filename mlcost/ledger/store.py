@@ -275,6 +275,10 @@ class Store:
                 raw.close()
         with self.engine.begin() as conn:  # the write lock (BEGIN IMMEDIATE / advisory lock)
             if self.target.backend != SQLITE:
+                # a migration may build an index over millions of rows: no write-path timeouts here
+                # (a step waiting on a peer's migration is still bounded by its delivery wait)
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
                 conn.execute(select(func.pg_advisory_xact_lock(_ADVISORY_KEY)))
             st = migrate.state(conn)  # again, under the lock: another process may have done it
             migrate.refuse(st, self.target.masked, self.target.field_name)

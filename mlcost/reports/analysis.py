@@ -32,6 +32,7 @@ INTERRUPTIBLE = ("training", "evaluation", "data")  # checkpointable work that c
 ANOMALY_Z = 3.5  # Iglewicz & Hoaglin's cut-off for the modified z-score
 ANOMALY_MIN_HISTORY = 5
 ANOMALY_WINDOW = 30  # a run is compared with at most this many runs of its step before it
+CAUSE_HISTORY = 10  # the runs before a flagged one that its "usual" allocation is read from
 MEM_HEADROOM = 1.2  # recommend a GPU/MIG profile with 20% more memory than the peak seen
 TARGET_UTIL = 0.8  # size compute so the new device would be ~80% busy
 IDLE_UTIL_PCT = 5.0  # a device (or a step) below this mean util did nothing: the meter's idle threshold
@@ -288,12 +289,12 @@ def anomalies(
         candidates = np.flatnonzero((in_period == 1) & (prior >= min_history))
         flagged = []
         for metric, values in columns.items():
-            med, mad = _trailing_median_mad(values, candidates, prior, window)
+            med, mad, known = _trailing_median_mad(values, candidates, prior, window)
             scale = np.maximum(mad, 0.01 * np.abs(med))
             x = values[candidates]
             with np.errstate(invalid="ignore", divide="ignore"):
                 score = np.where(scale > 0, 0.6745 * (x - med) / np.where(scale > 0, scale, 1.0), 0.0)
-            hit = score > z
+            hit = (score > z) & (known >= min_history)  # NULL figures are no history
             flagged.append(pd.DataFrame({"pos": candidates[hit], "metric": metric, "value": x[hit],
                                          "median": med[hit], "z": score[hit]}))  # fmt: skip
         out = pd.concat(flagged)
@@ -304,7 +305,8 @@ def anomalies(
         out = out.sort_values(["_cost_first", "z"], ascending=[True, False]).drop_duplicates("pos")
         out = out.sort_values("z", ascending=False)
         positions = out["pos"].to_numpy()
-        past = {p: range(max(p - window, p - int(prior[p])), p) for p in positions}
+        # the usual allocation, for the cause: the latest CAUSE_HISTORY runs before each flagged one
+        past = {p: range(max(p - CAUSE_HISTORY, p - int(prior[p])), p) for p in positions}
         wanted = sorted({ids[i] for p in positions for i in (*past[p], p)})
         info = {d["step_id"]: d for d in q.step_details(conn, wanted)}
     rows_ = [info[ids[p]] for p in positions]
@@ -315,26 +317,31 @@ def anomalies(
     return out[cols].reset_index(drop=True)
 
 
-def _trailing_median_mad(values: Any, rows: Any, prior: Any, window: int) -> tuple[Any, Any]:
+def _trailing_median_mad(values: Any, rows: Any, prior: Any, window: int) -> tuple[Any, Any, Any]:
     """Median and MAD of the up to ``window`` values before each of ``rows`` in its group (rows are
     sorted by group, then time; ``prior[i]`` counts the group's rows before row ``i``). NaN
-    (a NULL figure) is no run. Vectorised in chunks: a million rows in about a second."""
+    (a NULL figure) is no run; the third array counts the values each statistic rests on.
+    Vectorised in chunks: a million rows in about a second."""
     import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
 
     med = np.empty(len(rows))
     mad = np.empty(len(rows))
-    back = np.arange(1, window + 1)
+    known = np.empty(len(rows), dtype=np.int64)
+    # windows[i] = the ``window`` values before row i (a view: NaN before the first row)
+    windows = sliding_window_view(np.concatenate([np.full(window, np.nan), values]), window)
+    back = window - np.arange(window)  # how many rows back each column of a window is
     for c in range(0, len(rows), 65536):
         r = rows[c : c + 65536]
-        idx = r[:, None] - back[None, :]
-        win = np.where(back[None, :] <= prior[r][:, None], values[np.maximum(idx, 0)], np.nan)
+        win = windows[r]  # a copy, sorted in place below
+        win[back[None, :] > prior[r][:, None]] = np.nan  # rows of another step are no history
         win.sort(axis=1)  # NaN last
         k = (~np.isnan(win)).sum(axis=1)
         m = _sorted_median(win, k)
         dev = np.abs(win - m[:, None])
         dev.sort(axis=1)
-        med[c : c + len(r)], mad[c : c + len(r)] = m, _sorted_median(dev, k)
-    return med, mad
+        med[c : c + len(r)], mad[c : c + len(r)], known[c : c + len(r)] = m, _sorted_median(dev, k), k
+    return med, mad, known
 
 
 def _sorted_median(sorted_rows: Any, k: Any) -> Any:

@@ -187,9 +187,10 @@ def _lost_note(lost: int) -> str:
 
 def simulated_note(ledger: Any, period: Any) -> str:
     """Says so when steps of the period ran on the simulated GPU: their usage is not a real GPU's."""
-    where, args = period.where()
-    (row,) = ledger.rows(f"SELECT COUNT(*) AS n, SUM(simulated) AS sim FROM step_figures {where}", tuple(args))
-    n, sim = int(row["n"] or 0), int(row["sim"] or 0)
+    from mlcost.ledger import queries as q
+    from mlcost.reports.analysis import _read
+
+    n, sim = _read(ledger, q.simulated_steps, period)
     if not sim:
         return ""
     which = f"All {n}" if sim == n else f"{sim} of {n}"

@@ -100,6 +100,26 @@ def seed_ledger(path: Path, now: datetime) -> None:
             step(f"k{day}", day, None, "embed", "ads", "embedder", 12, 7)
     step("ra", 1, "team_a_train", "train_xl", "search", "ranker", 0.0, 0.0, status="breached", gpus=16)
     step("rb", 3, "team_b_train", "train", "ads", "ctr", 0.0, 0.0, status="breached", gpus=12)
+    step("la", 2, "team_a_train", "train", "search", "ranker", 21.0, 4.0, status="running")
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:  # what SIGKILL leaves: its heartbeat stopped long ago, so it is lost
+        conn.execute("UPDATE step_figures SET heartbeat_at = started_at WHERE step_id = 'la'")
+
+
+POLICY = """
+[[budgets.windows]]
+team = "search"
+period = "month"
+usd = 1500
+warn_at_pct = [80]
+
+[[budgets.windows]]
+team = "ads"
+period = "week"
+usd = 250
+warn_at_pct = [50, 80]
+"""
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +142,9 @@ def fab_server(tmp_path_factory) -> Server:
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "MLCOST_LEDGER": str(ledger),
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",  # only for the links to each step's run
+        "MLCOST_POLICY": str(home / "mlcost.toml"),
     }
+    (home / "mlcost.toml").write_text(POLICY)
     bin_dir = Path(sys.executable).parent
     setup = subprocess.run(
         [sys.executable, str(HERE / "fab_home.py")], env=env, capture_output=True, text=True, timeout=300

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+# the first test also pays for the session's Airflow home and api-server (about a minute, more on a busy machine)
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture
 def page(browser):
@@ -49,13 +52,13 @@ def chart_figures(root) -> dict:
     )
 
 
-def test_anonymous_browser_is_refused(fab_server, page):
+def test_anonymous_browser_is_refused(page, fab_server):
     page.goto(f"{fab_server.url}/mlcost/")
     assert "/auth/login" in page.url and page.locator("input[name=password]").count() == 1
     assert page.request.get(f"{fab_server.url}/mlcost/api/totals").status == 401
 
 
-def test_admin_finds_the_cost_view_in_the_navigation_and_its_charts_match_the_api(fab_server, page, screenshots):
+def test_admin_finds_the_cost_view_in_the_navigation_and_its_charts_match_the_api(page, fab_server, screenshots):
     login(page, fab_server, "admin")
     page.goto(f"{fab_server.url}/")
     page.get_by_role("button", name="Browse").click()
@@ -65,7 +68,7 @@ def test_admin_finds_the_cost_view_in_the_navigation_and_its_charts_match_the_ap
     assert page.url.startswith(f"{fab_server.url}/plugin/mlcost-cost")
 
     charts = chart_figures(frame.locator("body"))
-    assert set(charts) == {"spend-per-day", "idle-by-dag", "idle-by-team", "top-cost", "top-idle"}
+    assert set(charts) == {"spend-per-day", "idle-by-dag", "idle-by-team", "top-cost", "top-idle", "budget-windows"}
     for name, chart in charts.items():
         assert chart["paths"], name
         assert all(p["d"] and p["d"].startswith("M") for p in chart["paths"]), name
@@ -78,7 +81,10 @@ def test_admin_finds_the_cost_view_in_the_navigation_and_its_charts_match_the_ap
     assert [p["usd"] for p in charts["top-cost"]["paths"]] == pytest.approx([s["total_usd"] for s in top])
     body = frame.locator("body")
     assert "Simulated data" in body.inner_text()
-    assert body.locator("#flagged .flag.refused").count() == 2  # refused steps, marked
+    assert body.locator("#flagged .flag.refused").count() == 2  # refused and lost steps, marked
+    assert body.locator("#flagged .flag.lost").count() == 1
+    windows = api(page, fab_server, "api/budget-windows")["windows"]
+    assert [p["usd"] for p in charts["budget-windows"]["paths"]] == pytest.approx([w["spent_usd"] for w in windows])
     assert page.errors == []
 
     page.goto(f"{fab_server.url}/mlcost/")
@@ -86,7 +92,7 @@ def test_admin_finds_the_cost_view_in_the_navigation_and_its_charts_match_the_ap
     assert page.errors == []
 
 
-def test_a_user_limited_to_one_dag_sees_only_that_dags_spend(fab_server, page, screenshots):
+def test_a_user_limited_to_one_dag_sees_only_that_dags_spend(page, fab_server, screenshots):
     login(page, fab_server, "alice")
     page.goto(f"{fab_server.url}/")
     page.get_by_role("button", name="Browse").click()
@@ -95,7 +101,7 @@ def test_a_user_limited_to_one_dag_sees_only_that_dags_spend(fab_server, page, s
     dags = page.locator("#by-dag tr td:first-child").all_inner_texts()
     assert dags == ["team_a_train"]
     text = page.locator("body").inner_text()
-    for other in ("team_b_train", "(no DAG)", "embed", "ads"):
+    for other in ("team_b_train", "(no DAG)", "embed", "ads", "Budget windows"):
         assert other not in text, other
     totals = api(page, fab_server, "api/totals")["totals"]
     charts = chart_figures(page.locator("body"))

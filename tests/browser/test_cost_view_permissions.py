@@ -7,6 +7,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+# the first test also pays for the session's Airflow home and api-server (about a minute, more on a busy machine)
+pytestmark = pytest.mark.timeout(900)
+
 ENDPOINTS = ("api/totals", "api/costs", "api/daily", "api/top-steps", "api/flagged", "api/runs")
 OTHERS = ("team_b_train", "(no DAG)", "embed")
 
@@ -38,7 +41,9 @@ def test_admin_sees_every_dag_and_the_steps_of_no_dag(fab_server):
     assert {r["dag_id"] for r in rows} == {"team_a_train", "team_b_train", "(no DAG)"}
     totals = get(fab_server, "api/totals", "admin").json()["totals"]
     assert totals["total_usd"] == pytest.approx(sum(r["total_usd"] for r in rows))
-    assert totals["refused_steps"] == 2 and totals["simulated"] is True
+    assert totals["refused_steps"] == 2 and totals["lost_steps"] == 1 and totals["simulated"] is True
+    windows = get(fab_server, "api/budget-windows", "admin").json()["windows"]
+    assert [w["name"] for w in windows] == ["search-monthly", "ads-weekly"]
 
 
 def test_a_user_limited_to_one_dag_sees_only_its_spend(fab_server):
@@ -56,7 +61,9 @@ def test_a_user_limited_to_one_dag_sees_only_its_spend(fab_server):
         "airflow": f"/dags/team_a_train/runs/{first['run_id']}/tasks/{first['task_id']}",
         "mlflow": f"http://127.0.0.1:5000/#/runs/{first['mlflow_run_id']}",
     }
-    assert [s["step_id"] for s in body["api/flagged"]["steps"]] == ["ra"]
+    assert [(s["step_id"], s["flag"]) for s in body["api/flagged"]["steps"]] == [("ra", "refused"), ("la", "lost")]
+    # a team's window adds up spend across DAGs: not for a user who may read only some
+    assert get(fab_server, "api/budget-windows", "alice").json()["windows"] == []
     assert {r["dag_id"] for r in body["api/runs"]["runs"]} == {"team_a_train"}
     for path, answer in body.items():
         for other in OTHERS:

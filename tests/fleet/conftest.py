@@ -27,6 +27,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if Path(str(item.fspath)).is_relative_to(HERE):
             item.add_marker(pytest.mark.fleet)
+            # the first test also pays the bring-up, the last the tear-down: minutes on a busy machine
+            item.add_marker(pytest.mark.timeout(900))
 
 
 @pytest.fixture(scope="session")

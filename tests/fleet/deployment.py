@@ -331,7 +331,12 @@ class Deployment:
         }
 
     def worker_env(self, w: Worker) -> dict[str, str]:
-        return {**self.airflow_env(w.home, w.airflow_home, w.airflow_home / "dags"), "MLCOST_FLEET_WORKER": w.name}
+        return {
+            **self.airflow_env(w.home, w.airflow_home, w.airflow_home / "dags"),
+            # the meter's imports once per worker, not once per task (docs/deploy.md)
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "mlcost.operators.celery_worker.CELERY_CONFIG",
+            "MLCOST_FLEET_WORKER": w.name,
+        }
 
     # the REST API ------------------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
@@ -387,10 +392,12 @@ class Deployment:
             self.procs.stop_many([p for p in airflow if p is not None and p in self.procs.procs])
         except Exception as e:
             errors.append(f"airflow: {e}")
+        self.timings["stop airflow"] = round(time.monotonic() - t0, 2)
         try:
             self.procs.stop_all()  # mlflow, redis, anything else
         except Exception as e:
             errors.append(str(e))
+        self.timings["stop mlflow+redis"] = round(time.monotonic() - t0, 2)
         if self.pg is not None:
             self.pg.close()  # pg_ctl stop, then the data folder removed
             if self.pg_pid is not None and _pid_running(self.pg_pid):

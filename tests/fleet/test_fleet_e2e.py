@@ -51,6 +51,16 @@ def test_tasks_ran_on_both_workers(fleet, e2e):
     assert where == {"train_0": "w1", "train_1": "w1", "train_2": "w2", "embed": "w2"}
     for task_id, worker in where.items():
         assert tis[task_id]["queue"] == worker
+    # each worker's own outbox (a local file under its HOME) holds the steps it ran, and only those
+    from mlcost.operators.metered import run_key_for
+
+    from mlcost.ledger import Ledger
+
+    ran = {
+        w.name: sorted(s.name for s in Ledger(w.home / ".mlcost" / "ledger.db").steps(run_key=run_key_for(DAG, run_id)))
+        for w in fleet.workers
+    }
+    assert ran == {"w1": ["budget_gate", "train_0", "train_1"], "w2": ["embed", "over_budget", "train_2"]}
 
 
 def test_over_budget_failed_at_first_try_without_retry(fleet, e2e):

@@ -105,3 +105,29 @@ def test_the_reproducers_of_issue_16_are_config_errors_naming_the_keyword(keywor
     with pytest.raises(ConfigError) as err:
         Meter("train", **{keyword: value}, policy=Policy())
     assert err.value.field.split(".")[0] == keyword and keyword in str(err.value)
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("budget_usd", float("nan")), ("max_duration", [1]), ("nodes", 0)])
+def test_every_adapter_refuses_a_bad_keyword_where_the_step_is_defined(keyword, value):
+    pytest.importorskip("airflow.sdk")
+    pytest.importorskip("kfp")
+    from mlcost.components import metered_component
+    from mlcost.operators import MeteredOperator
+
+    with pytest.raises(ConfigError, match=keyword):
+        MeteredOperator(task_id="train", python_callable=lambda: None, **{keyword: value})
+    with pytest.raises(ConfigError, match=keyword):
+        metered_component(base_image="python:3.11", **{keyword: value})
+    with pytest.raises(ConfigError, match=keyword):
+        Meter("train", **{keyword: value}, policy=Policy())
+
+
+def test_a_templated_keyword_is_checked_once_rendered():
+    pytest.importorskip("airflow.sdk")
+    from mlcost.operators import MeteredOperator
+
+    op = MeteredOperator(task_id="train", python_callable=lambda: None, budget_usd="{{ params.budget }}")
+    assert op.budget_usd == "{{ params.budget }}"  # left for Airflow to render
+    assert MeterOptions.parse({"budget_usd": "40"}, text=True).budget_usd == 40.0  # what execute() reads
+    with pytest.raises(ConfigError, match="budget_usd"):
+        MeterOptions.parse({"budget_usd": "nan"}, text=True)

@@ -105,6 +105,8 @@ def _inspect(path: str) -> None:
         assert report.projected_cost_usd is None or math.isfinite(report.projected_cost_usd)
         for task in report.tasks:
             assert task.gpus_per_instance >= 0 and task.instances >= 0
+            quantities = (task.cpu_limit, task.cpu_request, task.memory_limit_gb, task.memory_request_gb)
+            assert all(q is None or math.isfinite(q) for q in quantities)
             assert 0 <= task.max_concurrent <= max(task.instances, 1) or task.instances == 0
 
 
@@ -125,3 +127,17 @@ def test_a_diamond_of_any_depth_is_answered_at_once(tmp_path_factory, levels):
     report = holds(lambda: inspect_pipeline(path, default_gpu_type="H100"), names=path, bound_s=5.0)
     if report is not None:  # small enough to list: every path to the leaf is a task run
         assert report.total_gpus == 2 ** (levels - 1) == report.peak_concurrent_gpus
+
+
+def test_a_hostile_meter_call_in_a_command_is_not_a_meter_config(tmp_path):
+    """The generated ``return run_metered(body, {...}, ...)`` line is read with ``ast``; the parser
+    gives up on deep nesting with MemoryError/RecursionError, which must not escape."""
+    calls = ["return run_metered(b, " + "-" * 100_000 + "1, m, {})", "return run_metered(b, " + "[" * 150
+             + "]" * 150 + ", m, {})", "return run_metered(b, {'name': 't', 'tags': ['x']}, m, {})"]
+    for i, call in enumerate(calls):
+        text = diamond_pipeline(1).replace(
+            "        image: python:3.11\n", f"        image: python:3.11\n        command: [{json.dumps(call)}]\n"
+        )
+        path = write(tmp_path / f"p{i}.yaml", text)
+        report = holds(lambda path=path: inspect_pipeline(path, default_gpu_type="H100"), names=path)
+        assert report is None or report.tasks[0].step_name in (None, "t")

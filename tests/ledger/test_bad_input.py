@@ -126,7 +126,9 @@ def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def test_a_foreign_sqlite_file_is_refused_and_left_byte_for_byte_as_it_was(tmp_path, capsys, monkeypatch, caplog):
+def test_a_foreign_sqlite_file_is_refused_and_left_byte_for_byte_as_it_was(
+    tmp_path, capsys, monkeypatch, caplog, mlflow_uri
+):
     folder = tmp_path / "app"
     folder.mkdir()
     path = _foreign(folder)
@@ -150,6 +152,10 @@ def test_a_foreign_sqlite_file_is_refused_and_left_byte_for_byte_as_it_was(tmp_p
 def test_a_read_only_ledger_can_be_reported_on_by_an_unprivileged_user(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to run the reader as another user")
+    interpreter = Path(os.path.realpath(sys.executable))
+    hidden = [str(d) for d in interpreter.parents if not d.stat().st_mode & 0o001]
+    if hidden:  # e.g. a pyenv Python under /root (mode 700): no other user can start it
+        pytest.skip(f"the interpreter {interpreter} is not reachable by another user (no o+x on {hidden[0]})")
     folder = Path(tempfile.mkdtemp(prefix="mlro", dir="/tmp"))
     try:
         path = folder / "ledger.db"
@@ -182,3 +188,19 @@ def test_a_read_only_ledger_can_be_reported_on_by_an_unprivileged_user(tmp_path)
         assert _digest(folder) == before
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_database_with_other_tables_is_refused_and_nothing_is_created_in_it(
+    pg_server, pg_url, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLCOST_OUTBOX", str(tmp_path / "outbox.db"))
+    from urllib.parse import urlsplit
+
+    db = urlsplit(pg_url).path.lstrip("/")
+    pg_server.execute("CREATE TABLE users (id integer primary key, name text)", db=db)
+    tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+    for argv in [*READERS, ["ledger", "upgrade"]]:
+        code, out = _run([*argv, "--ledger", pg_url], capsys)
+        assert code == 2 and "not an mlcost ledger" in out and "users" in out, (argv, out)
+    Ledger(pg_url).write(_a_step())  # a step is refused there too (logged), and still runs
+    assert pg_server.execute(tables, db=db) == [("users",)]

@@ -113,3 +113,25 @@ def test_sync_against_an_unreachable_database_exits_1_and_keeps_the_outbox(share
     pg_server.start()
     assert main(["sync"]) == 0
     assert m.step_id in {r[0] for r in _dump(shared)}
+
+
+def test_an_outbox_that_cannot_be_written_does_not_keep_a_step_from_the_shared_ledger(
+    shared, tmp_path, monkeypatch, caplog
+):
+    """MLCOST_OUTBOX names a file that is not a ledger: the step still reaches the database, and the
+    file is left as it was."""
+    import hashlib
+    import sqlite3
+
+    foreign = tmp_path / "app.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    conn.close()
+    digest = hashlib.sha256(foreign.read_bytes()).hexdigest()
+    monkeypatch.setenv("MLCOST_OUTBOX", str(foreign))
+    m = _step(0)
+    assert m.cost.status == "succeeded"
+    rows = {r[0]: r for r in _dump(shared) if len(r) > 2}
+    assert rows[m.step_id][list(step_figures.c.keys()).index("status")] == "succeeded"
+    assert hashlib.sha256(foreign.read_bytes()).hexdigest() == digest
+    assert "not the outbox" in caplog.text

@@ -76,9 +76,14 @@ def test_a_lost_step_is_counted_and_shown_by_every_reader(book, ledger_spec, cap
 
     assert set(ledger_frame(book)["status"]) == {"succeeded", "lost"}
 
+    from mlcost.ledger import cost_view as view
+
     with q.reading(book) as conn:
-        (row,) = q.cost_by_group(conn, "team", Period("2026-01-01", "2026-01-10"))
+        f = view.period_filters(view.EVERYTHING, since="2026-01-01", until="2026-01-10")
+        (row,) = view.cost_by(conn, "team", f)
+        flagged = view.flagged_steps(conn, f)
     assert row["lost_steps"] == 1 and row["total_usd"] == pytest.approx(114.0)  # the view shows the live one too
+    assert [(r["step_id"], r["flag"]) for r in flagged] == [("dead", "lost")]
 
     assert main(["report", "--ledger", ledger_spec, "--since", "2026-01-01", "--until", "2026-01-10",
                  "--by", "team", "--format", "markdown"]) == 0  # fmt: skip
@@ -117,37 +122,20 @@ def test_succeeded_runs_are_the_newest_per_name_and_tags(ledger_spec):
     assert len(everyone) == 6  # 5 of search + 1 of ads; the failed one never
 
 
-def test_cost_view_groups_and_dag_runs(ledger_spec):
-    ledger = Ledger(ledger_spec)
-    for step in (
-        _step("v1", 10.0, run_key="airflow:d1/r1", context={"dag_id": "d1", "task_id": "fit"}, idle_usd=2.5),
-        _step("v2", 2.0, run_key="airflow:d1/r1", context={"dag_id": "d1", "task_id": "eval"}),
-        _step("v3", 4.0, run_key="airflow:d2/r1", context={"dag_id": "d2", "task_id": "fit"}, idle_usd=3.0,
-              started="2026-01-06T10:00:00+00:00"),
-    ):
-        ledger.write(step)
-    with q.reading(ledger_spec) as conn:
-        dags = q.cost_by_group(conn, "dag")
-        tasks = q.cost_by_group(conn, "task", dag_id="d1")
-        runs = q.dag_run_costs(conn, Period("2026-01-06"))
-    assert [(r["dag_id"], r["total_usd"], r["idle_share"]) for r in dags] == [
-        ("d1", 12.0, pytest.approx(2.5 / 12)), ("d2", 4.0, 0.75)]  # fmt: skip
-    assert [(r["task_id"], r["steps"]) for r in tasks] == [("fit", 1), ("eval", 1)]
-    assert [(r["run_key"], r["dag_id"], r["total_usd"]) for r in runs] == [("airflow:d2/r1", "d2", 4.0)]
+def test_the_cost_view_reads_the_period_as_every_reader_does(book):
+    from mlcost.errors import ConfigError
+    from mlcost.ledger import cost_view as view
 
+    def total(**kw):
+        with q.reading(book) as conn:
+            return view.totals(conn, view.period_filters(view.EVERYTHING, **kw))["total_usd"]
 
-def test_the_cost_view_parses_since_as_every_reader_does(ledger_spec):
-    from fastapi.testclient import TestClient
-    from mlcost.plugins.cost_view import create_app
-
-    Ledger(ledger_spec).write(_step("v1", 3.0, run_key="airflow:d/r1", context={"dag_id": "d"}))
-    client = TestClient(create_app(ledger_spec))
-    assert client.get("/api/costs", params={"since": "2026-01-05"}).json()["total_usd"] == 3.0
-    assert client.get("/api/costs", params={"since": "2026-01-06"}).json()["total_usd"] == 0
-    for bad in ("garbage", "3000000d"):  # was: a string comparison that matched nothing, or a 500
-        answer = client.get("/api/costs", params={"since": bad})
-        assert answer.status_code == 400 and answer.json()["detail"].startswith("since: ")
-    assert client.get("/api/runs", params={"since": "yesterday-ish"}).status_code == 400
+    # the same instant in another zone is the same period (it was a string comparison before)
+    assert total(since="2026-01-10T01:00:00+01:00") == total(since="2026-01-10") == pytest.approx(1.0)
+    assert total(since="2026-01-01", until="2026-01-10") == pytest.approx(114.0)  # with the live step
+    for bad in ({"since": "garbage"}, {"until": "3000000d"}, {"since": "2026-01-02", "until": "2026-01-01"}):
+        with pytest.raises(ConfigError, match=r"^(since|until): "):  # a ValueError: the routes answer 400
+            view.period_filters(view.EVERYTHING, **bad)
 
 
 def test_the_gate_counts_and_names_a_lost_step(book, ledger_spec, tmp_path, capsys):
@@ -158,3 +146,14 @@ def test_the_gate_counts_and_names_a_lost_step(book, ledger_spec, tmp_path, caps
     out = capsys.readouterr().out
     assert rc == 1  # both the sealed $10 step and the lost $4 one are over $3
     assert "1 lost step" in out and "train (dead)" in out and "total $14.00)" in out
+
+
+def test_a_bound_on_the_second_includes_rows_stored_with_or_without_microseconds(ledger_spec):
+    ledger = Ledger(ledger_spec)
+    ledger.write(_step("plain", 1.0, started="2026-02-01T00:00:00+00:00"))
+    ledger.write(_step("micro", 2.0, started="2026-02-01T00:00:00.000000+00:00"))
+    ledger.write(_step("later", 4.0, started="2026-02-01T00:00:00.000001+00:00"))
+    with q.reading(ledger_spec) as conn:
+        assert q.total_usd(conn, Period("2026-02-01")) == pytest.approx(7.0)  # since is inclusive
+        assert q.total_usd(conn, Period(None, "2026-02-01")) == 0  # until is exclusive
+        assert q.total_usd(conn, Period(None, "2026-02-01T00:00:00.000001+00:00")) == pytest.approx(3.0)

@@ -140,22 +140,31 @@ def test_a_ledger_from_before_the_split_is_migrated_once(tmp_path, make_step):
 
 
 def test_a_current_ledger_without_a_version_is_stamped_not_rebuilt(tmp_path, make_step):
-    path = tmp_path / "l.db"
-    Ledger(path).write(make_step("a", "succeeded", total_usd=2.0))
-    with sqlite3.connect(path) as conn:  # what a ledger written before Alembic looks like
-        conn.execute("DROP VIEW steps")
-        conn.execute("DROP INDEX steps_heartbeat")
-        conn.execute("ALTER TABLE step_figures DROP COLUMN heartbeat_at")
-        conn.execute(f"DROP TABLE {migrate.VERSION_TABLE}")
-        conn.execute("CREATE VIEW steps AS SELECT f.rowid AS rowid, f.*, r.record FROM step_figures f "
-                     "LEFT JOIN step_records r ON r.step_id = f.step_id")  # fmt: skip
-    from mlcost.ledger.store import dispose_all
+    """The two-table ledger of before Alembic is revision 0001 without its version row."""
+    from alembic import command
+    from sqlalchemy import create_engine
 
-    dispose_all()
+    from mlcost.ledger.migrate import _config
+    from mlcost.sinks.ledger import _row
+
+    path = tmp_path / "l.db"
+    eng = create_engine(f"sqlite:///{path}")
+    with eng.begin() as conn:
+        command.upgrade(_config(conn), "0001")
+        conn.exec_driver_sql(f"DROP TABLE {migrate.VERSION_TABLE}")
+    eng.dispose()
+    with sqlite3.connect(path) as conn:
+        row = _row(make_step("a", "succeeded", total_usd=2.0))
+        record = row.pop("record")
+        conn.execute(f"INSERT INTO step_figures ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                     tuple(row.values()))  # fmt: skip
+        conn.execute("INSERT INTO step_records VALUES ('a', ?)", (record,))
+    conn.close()
     Ledger(path).write(make_step("b", "succeeded", total_usd=3.0))
     assert sorted((s.step_id, s.total_usd) for s in Ledger(path).steps()) == [("a", 2.0), ("b", 3.0)]
     with sqlite3.connect(path) as conn:
         assert conn.execute(f"SELECT version_num FROM {migrate.VERSION_TABLE}").fetchone() == (migrate.HEAD,)
+    conn.close()
 
 
 def test_the_sqlite_file_is_plain_sqlite_in_wal_mode(tmp_path, make_step):

@@ -24,7 +24,7 @@ def _step(step_id: str, dag: str | None, task: str, team: str, model: str, total
         total_usd=total,
         idle_usd=idle,
         gpus=1,
-        gpu_hours=1.0,
+        gpu_hours=kw.pop("gpu_hours", 1.0),
         **kw,
     )
 
@@ -36,8 +36,18 @@ def three_dags():
     ledger.write(_step("s2", "d1", "eval", "search", "ranker", 2.0, 0.0))
     ledger.write(_step("s3", "d2", "train", "ads", "ctr", 4.0, 3.0))
     ledger.write(_step("s4", None, "kfp-train", "ads", "ctr", 1.0, 0.5))
-    ledger.write(_step("s5", "d2", "train", "ads", "ctr", 0.0, 0.0, status="breached"))
+    ledger.write(_step("s5", "d2", "train", "ads", "ctr", 0.0, 0.0, status="breached", gpu_hours=0.0))
+    ledger.write(_step("s6", "d2", "train", "ads", "ctr", 0.0, 0.0, status="running"))
+    kill_without_a_trace(ledger, "s6")
     return ledger
+
+
+def kill_without_a_trace(ledger: Ledger, step_id: str) -> None:
+    """What SIGKILL leaves: a running row whose heartbeat stopped long ago (so it reads as lost)."""
+    import sqlite3
+
+    with sqlite3.connect(ledger.path) as conn:
+        conn.execute("UPDATE step_figures SET heartbeat_at = '2025-01-06T00:00:00+00:00' WHERE step_id = ?", (step_id,))
 
 
 ALL = {"period": "all"}
@@ -84,7 +94,8 @@ def test_groups_totals_and_idle_share_are_exact(client, token, three_dags):
     custom = {"since": "2025-01-02", "until": "2025-01-04"}
     assert client.get("/mlcost/api/totals", params=custom, headers=h).json()["totals"]["total_usd"] == 6.0
     totals = client.get("/mlcost/api/totals", params=ALL, headers=h).json()["totals"]
-    assert totals["total_usd"] == 17.0 and totals["refused_steps"] == 1 and totals["steps"] == 5
+    assert totals["total_usd"] == 17.0 and totals["refused_steps"] == 1 and totals["steps"] == 6
+    assert totals["lost_steps"] == 1
     daily = client.get("/mlcost/api/daily", params={**ALL, "by": "dag"}, headers=h).json()
     assert daily["days"][:5] == [f"2025-01-0{i}" for i in range(1, 6)]
     assert {s["key"]: s["usd"][:5] for s in daily["series"]} == {
@@ -96,8 +107,11 @@ def test_groups_totals_and_idle_share_are_exact(client, token, three_dags):
     assert [s["step_id"] for s in top] == ["s3", "s1", "s4"]
     s1 = next(s for s in top if s["step_id"] == "s1")
     assert s1["links"]["airflow"] == "/dags/d1/runs/r1/tasks/train" and "mlflow" not in s1["links"]
-    (refused,) = client.get("/mlcost/api/flagged", params=ALL, headers=h).json()["steps"]
-    assert refused["step_id"] == "s5" and refused["flag"] == "refused"
+    flagged = client.get("/mlcost/api/flagged", params=ALL, headers=h).json()["steps"]
+    assert [(s["step_id"], s["flag"], s["status"]) for s in flagged] == [
+        ("s6", "lost", "lost"),
+        ("s5", "refused", "breached"),
+    ]
     assert client.get("/mlcost/api/runs", params=ALL, headers=h).json()["runs"][0]["run_key"] == "airflow:d2/r1"
 
 
@@ -108,6 +122,7 @@ def test_bad_filters_are_a_400_that_names_the_value(client, token, three_dags):
         ({"period": "1y"}, "period"),
         ({"since": "yesterday"}, "since"),
         ({"period": "custom"}, "custom"),
+        ({"since": "2025-01-05", "until": "2025-01-01"}, "until"),
     ):
         r = client.get("/mlcost/api/costs", params=params, headers=h)
         assert r.status_code == 400 and word in r.json()["detail"], r.text
@@ -170,3 +185,39 @@ def test_cost_view_shows_the_demo_run(airflow_db, simulated_gpu, client, token):
 def test_the_plugin_mounts_a_lazy_app():
     app = LazyApp()
     assert app._app is None  # FastAPI is built on the first request, in the API server only
+
+
+def test_budget_windows_and_their_burn_for_users_who_read_every_dag(client, token, tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).isoformat()
+    ledger = Ledger()
+    ledger.write(_step("w1", "d1", "train", "search", "ranker", 30.0, 1.0).model_copy(update={"started_at": now}))
+    policy = tmp_path / "mlcost.toml"
+    policy.write_text('[[budgets.windows]]\nteam = "search"\nperiod = "month"\nusd = 40\nwarn_at_pct = [50]\n')
+    monkeypatch.setenv("MLCOST_POLICY", str(policy))
+    (window,) = client.get("/mlcost/api/budget-windows", headers=token("admin")).json()["windows"]
+    assert (window["name"], window["spent_usd"], window["limit_usd"], window["state"]) == (
+        "search-monthly",
+        30.0,
+        40,
+        "warned",
+    )
+    page = client.get("/mlcost/", headers=token("admin")).text
+    assert 'data-chart="budget-windows"' in page and "search-monthly" in page
+    # a user who may not read every DAG would learn other DAGs' spend from a team's window
+    assert client.get("/mlcost/api/budget-windows", headers=token(None)).json()["windows"] == []
+    assert "Budget windows" not in client.get("/mlcost/", headers=token(None)).text
+
+
+def test_no_windows_in_the_policy_shows_no_budget_section(client, token, three_dags):
+    assert client.get("/mlcost/api/budget-windows", headers=token()).json()["windows"] == []
+    assert "Budget windows" not in client.get("/mlcost/", params=ALL, headers=token()).text
+
+
+def test_a_ledger_no_step_has_written_yet_is_an_empty_view(client, token, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLCOST_LEDGER", str(tmp_path / "not-yet" / "ledger.db"))
+    assert client.get("/mlcost/api/totals", headers=token()).json()["totals"]["steps"] == 0
+    assert client.get("/mlcost/", headers=token()).status_code == 200
+    assert client.get("/mlcost/health").json() == {"status": "ok"}
+    assert not (tmp_path / "not-yet").exists()  # the view reads; it never creates a ledger

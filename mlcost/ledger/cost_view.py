@@ -1,35 +1,34 @@
-"""The Cost view's queries: every table, chart and total, aggregated in the database.
+"""The Cost view's queries (part of the query layer, beside :mod:`mlcost.ledger.queries`): every
+table, chart and total of the Airflow plugin's view, aggregated in the database.
 
-One :class:`Filters` (period, DAG, team and the user's :class:`DagScope`) narrows every query the
-same way, so the page, the charts and the JSON API cannot disagree. Written on SQLAlchemy Core so the
-same query runs on the SQLite ledger and on PostgreSQL; only the DAG id, which the ledger keeps
-inside ``run_key`` (``airflow:<dag_id>/<run_id>``; a DAG id holds no ``/``), needs a per-dialect
-expression. Reads ``step_figures`` (the flat columns) and touches the JSON records only for the few
-rows a top list shows. Meant to move into the ledger's shared query layer.
+One :class:`Filters` (the one :class:`~mlcost.period.Period`, a DAG, a team and the user's
+:class:`DagScope`) narrows every query the same way, so the page, the charts and the JSON API cannot
+disagree. SQLAlchemy Core, so the same query runs on the SQLite ledger and on PostgreSQL; only the DAG
+id, which the ledger keeps inside ``run_key`` (``airflow:<dag_id>/<run_id>``; a DAG id holds no
+``/``), needs a per-dialect expression. Reads ``step_figures`` and touches the JSON records only for
+the few rows a top list shows. Framework-free: the scope comes from the plugin (``plugins/auth.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Float, String, and_, case, column, create_engine, false, func, literal, or_, select, table
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import String, and_, case, false, func, or_, select, true
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
-STEPS = table(
-    "step_figures",
-    *(column(c) for c in ("step_id", "name", "status", "source", "started_at", "run_key", "team", "model")),
-    *(column(c, Float) for c in ("total_usd", "idle_usd", "gpu_hours", "duration_s")),
-    column("gpus"),
-    column("simulated"),
-)
-RECORDS = table("step_records", column("step_id"), column("record", String))
+from mlcost.errors import ConfigError
+from mlcost.ledger import queries
+from mlcost.ledger.schema import STATUS_LOST
+from mlcost.period import Period, parse_when
+
+STEPS = queries.figures
+RECORDS = queries.records
 
 PERIODS: dict[str, timedelta | None] = {
     "24h": timedelta(hours=24),
@@ -39,9 +38,8 @@ PERIODS: dict[str, timedelta | None] = {
 }
 GROUPS = ("dag", "task", "team", "model")
 NO_DAG = "(no DAG)"
-UNTAGGED = "(untagged)"
+UNTAGGED = queries.UNTAGGED
 OTHER = "(other)"
-FLAGGED = ("refused", "lost")
 
 
 class DagIdOf(FunctionElement):
@@ -61,14 +59,18 @@ def _dag_id_sqlite(element: DagIdOf, compiler: Any, **kw: Any) -> str:
 @compiles(DagIdOf, "postgresql")
 def _dag_id_postgres(element: DagIdOf, compiler: Any, **kw: Any) -> str:
     key = compiler.process(element.clauses, **kw)
-    return f"(CASE WHEN {key} LIKE 'airflow:%%' THEN split_part(substr({key}, 9), '/', 1) END)"
+    return f"(CASE WHEN substr({key}, 1, 8) = 'airflow:' THEN split_part(substr({key}, 9), '/', 1) END)"
 
 
 DAG_ID: ColumnElement = DagIdOf(STEPS.c.run_key)  # a dag_id column, if the ledger grows one, goes here
 TEAM: ColumnElement = func.coalesce(STEPS.c.team, UNTAGGED)
 DAY: ColumnElement = func.substr(STEPS.c.started_at, 1, 10)
-REFUSED: ColumnElement = and_(STEPS.c.status == "breached", func.coalesce(STEPS.c.total_usd, 0) == 0)
-LOST: ColumnElement = STEPS.c.status == "lost"
+REFUSED: ColumnElement = queries.refused()  # breached before it ran: no GPU time, $0
+
+
+def _lost() -> ColumnElement:
+    """A running row whose heartbeat is stale (the ledger's one rule), as of this query."""
+    return queries.status_of() == STATUS_LOST
 
 
 @dataclass(frozen=True)
@@ -89,30 +91,36 @@ EVERYTHING = DagScope(all_dags=True, user="(local)")
 
 @dataclass(frozen=True)
 class Filters:
-    """The one filter of every query: the user's scope, a half-open period, a DAG, a team."""
+    """The one filter of every query: the user's scope, the period, a DAG, a team."""
 
     scope: DagScope = EVERYTHING
-    since: str | None = None  # ISO 8601, inclusive
-    until: str | None = None  # ISO 8601, exclusive
+    period: Period = field(default_factory=Period)
     dag_id: str | None = None
     team: str | None = None
-    period: str = "custom"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    name: str = "all"  # the period as chosen: 24h, 7d, 30d, all or custom
+
+    @property
+    def since(self) -> str | None:
+        return self.period.since_iso
+
+    @property
+    def until(self) -> str | None:
+        return self.period.until_iso
+
+    def widened(self) -> Filters:
+        """The same user and period, every DAG and team (the choices a filter form offers)."""
+        return Filters(self.scope, self.period, None, None, self.name)
 
     def where(self) -> ColumnElement:
-        clauses: list[ColumnElement] = []
+        clauses: list[ColumnElement] = [queries.in_period(self.period)]
         if not self.scope.all_dags:
             allowed = sorted(self.scope.dag_ids)
             clauses.append(DAG_ID.in_(allowed) if allowed else false())
-        if self.since:
-            clauses.append(STEPS.c.started_at >= self.since)
-        if self.until:
-            clauses.append(STEPS.c.started_at < self.until)
         if self.dag_id:
             clauses.append(self.dag_id == DAG_ID)
         if self.team:
             clauses.append(self.team == TEAM)
-        return and_(literal(True), *clauses) if clauses else literal(True)
+        return and_(true(), *clauses)
 
 
 def period_filters(
@@ -126,45 +134,22 @@ def period_filters(
     now: datetime | None = None,
 ) -> Filters:
     """A period name (``24h``/``7d``/``30d``/``all``; default ``30d``), or ``custom`` (or no name)
-    with ``since``/``until``. A named period wins over dates, so a form that still holds old dates
-    does what its period selector says. ValueError names the bad value; routes answer 400."""
+    with ``since``/``until`` (an ISO date/time or a span back from now, as every ``--since``). A
+    named period wins over dates, so a form that still holds old dates does what its selector says.
+    A bad value is a ConfigError naming the parameter; the routes answer it with 400."""
+    now = now or datetime.now(timezone.utc)
     if period in (None, "", "custom") and (since or until):
-        for name, value in (("since", since), ("until", until)):
-            if value:
-                _parse_time(name, value)
-        return Filters(scope, since or None, until or None, dag_id or None, team or None, "custom")
+        start, end = parse_when(since, field="since", now=now), parse_when(until, field="until", now=now)
+        if start is not None and end is not None and end <= start:
+            raise ConfigError(f"the period is empty: until ({end}) is not after since ({start})", field="until")
+        return Filters(scope, Period(start, end), dag_id or None, team or None, "custom")
     if period == "custom":
-        raise ValueError("period=custom needs since and/or until (ISO 8601)")
+        raise ConfigError("period=custom needs since and/or until", field="period")
     period = period or "30d"
     if period not in PERIODS:
-        raise ValueError(f"period must be one of {', '.join(PERIODS)} or custom, not {period!r}")
+        raise ConfigError(f"must be one of {', '.join(PERIODS)} or custom, got {period!r}", field="period")
     span = PERIODS[period]
-    start = None
-    if span is not None:
-        start = ((now or datetime.now(timezone.utc)) - span).isoformat(timespec="seconds")
-    return Filters(scope, start, None, dag_id or None, team or None, period)
-
-
-def _parse_time(name: str, value: str) -> datetime:
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"{name} must be an ISO 8601 date or time (2025-01-31 or 2025-01-31T12:00), not {value!r}"
-        ) from None
-
-
-def engine_for(ledger: str | os.PathLike[str] | None = None) -> Engine:
-    """A read engine on the ledger: a SQLAlchemy URL, else the SQLite file (``Ledger``'s path rules)."""
-    from mlcost.sinks.ledger import Ledger
-
-    text = str(ledger) if ledger is not None else os.environ.get("MLCOST_LEDGER", "")
-    if "://" in text:
-        return create_engine(text.replace("postgresql://", "postgresql+psycopg://", 1), pool_pre_ping=True)
-    book = Ledger(ledger)
-    with book.connect():  # creates the schema of a ledger nothing has written yet
-        pass
-    return create_engine(f"sqlite:///{book.path}")
+    return Filters(scope, Period(None if span is None else now - span), dag_id or None, team or None, period)
 
 
 def _sums() -> list[ColumnElement]:
@@ -175,11 +160,9 @@ def _sums() -> list[ColumnElement]:
         func.count().label("steps"),
         func.count(func.distinct(STEPS.c.run_key)).label("runs"),
         func.sum(case((STEPS.c.source == "meter", 1), else_=0)).label("metered_steps"),
-        func.sum(case((STEPS.c.status.in_(("failed", "breached", "killed", "lost")), 1), else_=0)).label(
-            "failed_steps"
-        ),
+        func.sum(case((queries.status_of().in_(queries.FAILED_STATUSES), 1), else_=0)).label("failed_steps"),
         func.sum(case((REFUSED, 1), else_=0)).label("refused_steps"),
-        func.sum(case((LOST, 1), else_=0)).label("lost_steps"),
+        func.sum(case((_lost(), 1), else_=0)).label("lost_steps"),
         func.max(func.coalesce(STEPS.c.simulated, 0)).label("simulated"),
     ]
 
@@ -339,7 +322,7 @@ def top_steps(conn: Connection, f: Filters, *, order: str = "total", limit: int 
         select(
             STEPS.c.step_id,
             STEPS.c.name,
-            STEPS.c.status,
+            queries.status_of().label("status"),
             STEPS.c.started_at,
             STEPS.c.run_key,
             DAG_ID.label("dag_id"),
@@ -365,7 +348,7 @@ def flagged_steps(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict
         select(
             STEPS.c.step_id,
             STEPS.c.name,
-            STEPS.c.status,
+            queries.status_of().label("status"),
             STEPS.c.started_at,
             STEPS.c.run_key,
             DAG_ID.label("dag_id"),
@@ -377,7 +360,7 @@ def flagged_steps(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict
             REFUSED.label("refused"),
         )
         .select_from(STEPS)
-        .where(f.where(), or_(REFUSED, LOST))
+        .where(f.where(), or_(REFUSED, _lost()))
         .order_by(STEPS.c.started_at.desc(), STEPS.c.step_id)
         .limit(limit)
     )
@@ -404,7 +387,7 @@ def _with_records(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str
             idle_usd=float(r["idle_usd"] or 0),
             simulated=bool(r["simulated"]),
             refused=bool(r["refused"]),
-            flag="refused" if r["refused"] else ("lost" if r["status"] == "lost" else None),
+            flag="refused" if r["refused"] else ("lost" if r["status"] == STATUS_LOST else None),
             task_id=ctx.get("task_id") or (r["name"] if r["dag_id"] else None),
             run_id=run_id,
             map_index=ctx.get("map_index", "-1"),
@@ -450,11 +433,24 @@ def dag_runs(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict[str,
     return [{**r, "total_usd": float(r["total_usd"] or 0), "idle_usd": float(r["idle_usd"] or 0)} for r in rows]
 
 
-def budget_window_burn(conn: Connection, f: Filters, policy: Any = None) -> list[dict[str, Any]]:
-    """Hook for the budget-windows feature (``[[budgets.windows]]``, built by another issue): one
-    ``{scope, period, usd, spent_usd, burn}`` per window of the policy. Shows nothing, and runs no
-    query, while the policy has no windows."""
+def budget_window_burn(store: Any, scope: DagScope, policy: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The policy's budget windows (``[[budgets.windows]]``) with their spend this calendar period,
+    as ``mlcost budgets`` computes them (:func:`mlcost.windows.window_status`, so both agree to the
+    cent). Only for a user who may read every DAG: a window's scope is a team, project, model or
+    workload, whose spend crosses DAGs. Empty, and no query, while the policy has no windows.
+    ``store`` is None for a ledger no step has written yet (every window at $0)."""
     windows = getattr(getattr(policy, "budgets", None), "windows", None) or []
-    if not windows:
+    if not windows or not scope.all_dags:
         return []
-    return []  # the windows feature fills this in, with the same Filters as every other query
+    from mlcost.windows import WindowStatus, period_bounds, window_status
+
+    now = now or datetime.now(timezone.utc)
+    out = []
+    for w in windows:
+        if store is None:
+            start, end = period_bounds(w.period, now)
+            status = WindowStatus(w, start, end, 0.0, now)
+        else:
+            status = window_status(store, w, now)
+        out.append(status.to_json())
+    return out

@@ -325,10 +325,26 @@ class Ledger:
         until: str | None = None,
         include_running: bool = True,
     ) -> list[StepCost]:
-        """Steps in start order, optionally of one run and/or started in [since, until)."""
-        where, args = self._where(run_key=run_key, since=since, until=until, include_running=include_running)
-        rows = self.rows(f"SELECT record FROM steps {where} ORDER BY started_at, step_id", tuple(args))
-        return [StepCost.model_validate_json(r["record"]) for r in rows]
+        """Steps in start order, optionally of one run and/or started in [since, until) (the query
+        layer's one period filter), as recorded; ``include_running=False`` keeps the counted ones
+        (sealed, and lost)."""
+        from sqlalchemy import select
+
+        from mlcost.ledger.queries import counted, figures, in_period, records
+        from mlcost.period import Period
+
+        stmt = (
+            select(records.c.record)
+            .select_from(figures.join(records, records.c.step_id == figures.c.step_id))
+            .where(in_period(Period(since, until)))
+            .order_by(figures.c.started_at, figures.c.step_id)
+        )
+        if run_key is not None:
+            stmt = stmt.where(figures.c.run_key == run_key)
+        if not include_running:
+            stmt = stmt.where(counted())
+        with self.store.connect() as conn:
+            return [StepCost.model_validate_json(r) for r in conn.execute(stmt).scalars()]
 
     def series(self, step_id: str) -> dict[str, list[tuple[int, float]]]:
         """A step's time series, from the local file (where every step of this machine is)."""
@@ -367,22 +383,6 @@ class Ledger:
         )
         with self.local.connect() as conn:
             return [StepCost.model_validate_json(r) for r in conn.execute(q).scalars()]
-
-    @staticmethod
-    def _where(*, run_key, since, until, include_running) -> tuple[str, list[Any]]:
-        clauses, args = [], []
-        if run_key is not None:
-            clauses.append("run_key = ?")
-            args.append(run_key)
-        if since is not None:
-            clauses.append("started_at >= ?")
-            args.append(since)
-        if until is not None:
-            clauses.append("started_at < ?")
-            args.append(until)
-        if not include_running:
-            clauses.append(f"status != '{STATUS_RUNNING}'")
-        return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 def open_ledger(path: str | os.PathLike[str] | None = None, *, field_name: str = "--ledger") -> Ledger:

@@ -126,6 +126,10 @@ def step_charges(
     unit = r.get("gpu_hour_usd")
     if unit is None and hours > 0:
         unit = compute / hours  # the price applied, from the record's own figures
+    elif unit and compute > 0:
+        # the GPU-hours the step was billed for (its allocation over its duration): the sampler's
+        # gpu_hours may differ from it by a sample's width, and BilledCost must be what was charged
+        hours = compute / unit
     list_unit = unit if pricing == "on_demand" else _list_price(catalog, gpu_type)
     if list_unit is None:
         list_unit = unit
@@ -190,7 +194,8 @@ def step_charges(
         }
     ]
     # Energy billed on top of the GPU price (total = compute + energy); included, it is in the price.
-    if kwh > 0 and energy_usd > 0 and abs(total - (compute + energy_usd)) <= max(0.005, 1e-9 * total):
+    # (a tolerance in cents read energy included in the price as billed apart on short steps)
+    if kwh > 0 and energy_usd > 0 and abs(total - (compute + energy_usd)) < abs(total - compute):
         per_kwh = energy_usd / kwh
         rows.append(
             {

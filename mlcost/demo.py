@@ -62,9 +62,12 @@ def _nvml_available() -> bool:
 
 
 @contextlib.contextmanager
-def _output_to(log_path: Path) -> Iterator[None]:
-    """Airflow's task logs go to the file, at the file-descriptor level (its loggers keep their own
-    handle on stdout), so the terminal shows only the demo's own lines."""
+def output_to(log_path: str | Path) -> Iterator[None]:
+    """Everything written to stdout/stderr goes to ``log_path`` while this is open, at the
+    file-descriptor level: Airflow's loggers keep their own handle on stdout, and kfp.local's task
+    subprocesses inherit the descriptors. The demo and the KFP example then show only their own
+    lines (the outcome and the cost), with the logs in the file."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -148,7 +151,7 @@ def run_demo(argv_args: argparse.Namespace | Sequence[str] | None = None) -> int
     started = time.monotonic()
     with console.status("migrating the Airflow DB on SQLite and running the DAG with dag.test() ..."):
         try:
-            with _output_to(log_path):
+            with output_to(log_path):
                 from mlcost.operators.local import run_dag
 
                 result = run_dag(install_dag(dag_file, dags), DAG_ID, conf={"train_seconds": 3.0})

@@ -99,29 +99,6 @@ def training_pipeline(
     return best.outputs["Output"]
 
 
-@contextlib.contextmanager
-def _executor_log_to(path):
-    """kfp.local prints each task's executor input and output (hundreds of lines of JSON) on the
-    process's stdout/stderr: into ``path``, at the file-descriptor level (the task subprocesses
-    inherit the descriptors), so the terminal shows the outcome and the cost."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,7 +113,7 @@ def main(argv=None) -> int:
         return 0
     import kfp.local
 
-    from mlcost.demo import print_run_costs
+    from mlcost.demo import output_to, print_run_costs
 
     os.environ.setdefault("MLCOST_GPU_BACKEND", "simulated")
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=args.pipeline_root)
@@ -144,7 +121,7 @@ def main(argv=None) -> int:
     log_path = os.path.join(args.pipeline_root, "executor.log")
     outcome, failure = "", None
     try:
-        with contextlib.nullcontext() if args.verbose else _executor_log_to(log_path):
+        with contextlib.nullcontext() if args.verbose else output_to(log_path):
             task = training_pipeline()
         outcome = f"best model: {task.outputs['Output']}"
     except Exception as e:  # a refused step or the budget gate: the cost so far is still worth seeing

@@ -312,6 +312,15 @@ def _days(f: Filters, seen: Iterable[str]) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
+def _step_columns() -> list[ColumnElement]:
+    """What a listed step shows (top steps, flagged steps): its figures and what its links need."""
+    return [
+        STEPS.c.step_id, STEPS.c.name, queries.status_of().label("status"), STEPS.c.started_at, STEPS.c.run_key,
+        DAG_ID.label("dag_id"), TEAM.label("team"), STEPS.c.total_usd, STEPS.c.idle_usd, STEPS.c.gpus,
+        STEPS.c.simulated, REFUSED.label("refused"),
+    ]  # fmt: skip
+
+
 def top_steps(conn: Connection, f: Filters, *, order: str = "total", limit: int = 10) -> list[dict[str, Any]]:
     """The costliest steps (``order="total"``) or those that wasted most (``"idle"``), with what a
     link to their MLflow run and Airflow task instance needs (read from the few records shown)."""
@@ -319,20 +328,7 @@ def top_steps(conn: Connection, f: Filters, *, order: str = "total", limit: int 
         raise ValueError(f"order must be total or idle, not {order!r}")
     measure = STEPS.c.total_usd if order == "total" else STEPS.c.idle_usd
     q = (
-        select(
-            STEPS.c.step_id,
-            STEPS.c.name,
-            queries.status_of().label("status"),
-            STEPS.c.started_at,
-            STEPS.c.run_key,
-            DAG_ID.label("dag_id"),
-            TEAM.label("team"),
-            STEPS.c.total_usd,
-            STEPS.c.idle_usd,
-            STEPS.c.gpus,
-            STEPS.c.simulated,
-            REFUSED.label("refused"),
-        )
+        select(*_step_columns())
         .select_from(STEPS)
         .where(f.where(), func.coalesce(measure, 0) > 0)
         .order_by(func.coalesce(measure, 0).desc(), STEPS.c.step_id)
@@ -345,20 +341,7 @@ def flagged_steps(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict
     """Steps the policy refused before they started and steps that were lost (no heartbeat):
     money the tables would otherwise hide, newest first."""
     q = (
-        select(
-            STEPS.c.step_id,
-            STEPS.c.name,
-            queries.status_of().label("status"),
-            STEPS.c.started_at,
-            STEPS.c.run_key,
-            DAG_ID.label("dag_id"),
-            TEAM.label("team"),
-            STEPS.c.total_usd,
-            STEPS.c.idle_usd,
-            STEPS.c.gpus,
-            STEPS.c.simulated,
-            REFUSED.label("refused"),
-        )
+        select(*_step_columns())
         .select_from(STEPS)
         .where(f.where(), or_(REFUSED, _lost()))
         .order_by(STEPS.c.started_at.desc(), STEPS.c.step_id)

@@ -110,50 +110,40 @@ values = st.recursive(
 )
 
 
-def toml_value(value: object) -> str:
-    """``value`` in TOML syntax (inline tables and arrays); None, which TOML lacks, becomes ``""``."""
+_TOML = {"null": '""', "nan": "nan", "inf": "inf", "sep": " = "}  # TOML has no null: ""
+_YAML = {"null": "null", "nan": ".nan", "inf": ".inf", "sep": ": "}
+
+
+def _flow(value: object, d: dict[str, str]) -> str:
+    """``value`` in the flow syntax of TOML or YAML (inline tables and arrays); ``d`` holds the few
+    spellings the two differ in. yaml.safe_dump cannot write an integer that repr() refuses."""
     if value is None:
-        return '""'
+        return d["null"]
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value) if value.bit_length() < 10_000 else "9" * 5000
     if isinstance(value, float):
         if math.isnan(value):
-            return "nan"
-        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+            return d["nan"]
+        return repr(value) if math.isfinite(value) else (d["inf"] if value > 0 else "-" + d["inf"])
     if isinstance(value, (_dt.datetime, _dt.date)):
         return value.isoformat()
     if isinstance(value, str):
         return _json.dumps(value)
     if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(_flow(v, d) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_json.dumps(str(k))}{d['sep']}{_flow(v, d)}" for k, v in value.items()) + "}"
     raise TypeError(type(value))
+
+
+def toml_value(value: object) -> str:
+    return _flow(value, _TOML)
 
 
 def yaml_value(value: object) -> str:
-    """``value`` in YAML flow syntax (yaml.safe_dump cannot write an integer repr() refuses)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value) if value.bit_length() < 10_000 else "9" * 5000
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ".nan"
-        return repr(value) if math.isfinite(value) else (".inf" if value > 0 else "-.inf")
-    if isinstance(value, (_dt.datetime, _dt.date)):
-        return value.isoformat()
-    if isinstance(value, str):
-        return _json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(yaml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_json.dumps(str(k))}: {yaml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
+    return _flow(value, _YAML)
 
 
 def to_toml(tables: dict[str, object]) -> str:

@@ -8,8 +8,8 @@ for a job or a window, the rows other machines wrote to the shared ledger.
 **A job's budget holds for the job.** Allocation is deterministic (GPUs × time × unit price), so a
 node computes the whole job's spend at any instant from the other nodes' rows (their start, GPUs
 and price; their last checkpoint once they are lost, their total once sealed) without asking them
-anything. The rows are re-read every sample while nodes are still starting (the first minute),
-then every :data:`PEER_REFRESH_S`. Without a shared ledger no peer is ever seen, and each node holds
+anything. The rows are re-read every sample until every node's row is in sight (within the first
+minute), then every :data:`PEER_REFRESH_S`. Without a shared ledger no peer is ever seen, and each node holds
 its share of the budget: ``budget × its GPUs / the job's GPUs``.
 """
 
@@ -29,7 +29,7 @@ from mlcost.policy import BudgetWindow, Policy
 
 log = logging.getLogger(__name__)
 
-PEER_STARTUP_S = 60.0  # while nodes may still be starting, peers are re-read after every sample
+PEER_STARTUP_S = 60.0  # until every node is seen (at most this long), peers are re-read after every sample
 PEER_REFRESH_S = 10.0  # then this often (a node restarted by its launcher appears within it)
 WINDOW_REFRESH_S = 10.0  # a stop_running window is re-read this often
 
@@ -86,7 +86,10 @@ class LiveChecks:
     # the job ----------------------------------------------------------------------------------
     def _check_job(self, elapsed_s: float, spent_usd: float) -> GuardrailBreached | None:
         assert self.job_budget is not None and self._started is not None
-        every = 0.0 if elapsed_s < PEER_STARTUP_S else PEER_REFRESH_S
+        # every sample only while nodes may still be joining: once every node's row is in sight, the
+        # job's spend follows from those rows alone until a periodic re-read (a restarted node)
+        starting = elapsed_s < PEER_STARTUP_S and len(self._peers) < self.job.nodes - 1
+        every = 0.0 if starting else PEER_REFRESH_S
         if elapsed_s - self._peers_read_at >= every:
             self._peers_read_at = elapsed_s
             self._peers = self._try_read(self._read_peers, self._peers)
@@ -144,8 +147,11 @@ class LiveChecks:
             return default
 
 
-def window_breach(step: str, status: Any, policy: Policy, *, stopped: bool) -> GuardrailBreached:
-    """The exception for a spent window: names the window, its spend, its limit and the policy file."""
+def window_breach(
+    step: str, status: Any, policy: Policy, *, stopped: bool, projected_usd: float | None = None
+) -> GuardrailBreached:
+    """The exception for a spent window (or one ``projected_usd`` more would overspend): names the
+    window, its spend, its limit and the policy file."""
     from mlcost.errors import PreflightRefused
 
     window: BudgetWindow = status.window
@@ -156,6 +162,10 @@ def window_breach(step: str, status: Any, policy: Policy, *, stopped: bool) -> G
         f"step {step!r} {what}: budget window {window.label!r} ({scope}, {window.period} from "
         f"{status.start:%Y-%m-%d}) has spent ${status.spent_usd:.4f} of its ${window.usd:.2f} ({origin})"
     )
+    observed = status.spent_usd
+    if projected_usd is not None:
+        message += f"; this step projects ${projected_usd:.4f} more, which would overspend it"
+        observed += projected_usd
     cls = GuardrailBreached if stopped else PreflightRefused
-    return cls(message, limit_name="budget_window", limit=window.usd, observed=status.spent_usd, policy=origin,
+    return cls(message, limit_name="budget_window", limit=window.usd, observed=observed, policy=origin,
                step=step)  # fmt: skip

@@ -138,10 +138,7 @@ def preflight_windows(
         if status.spent_usd >= window.usd:
             raise window_breach(step, status, policy, stopped=False)
         if projected_usd is not None and status.spent_usd + projected_usd > window.usd:
-            breach = window_breach(step, status, policy, stopped=False)
-            breach.args = (f"{breach.args[0]}; this step projects ${projected_usd:.4f} more, which would overspend it",)
-            breach.observed = status.spent_usd + projected_usd
-            raise breach
+            raise window_breach(step, status, policy, stopped=False, projected_usd=projected_usd)
     return statuses
 
 

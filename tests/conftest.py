@@ -104,3 +104,15 @@ def simulated_gpu(monkeypatch):
 
     use()
     return use
+
+
+@pytest.fixture
+def no_nvidia_driver():
+    """For tests of what happens without NVML: skipped on a machine where a driver loads."""
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return
+    pynvml.nvmlShutdown()  # pragma: no cover - only on a machine with a driver
+    pytest.skip("an NVIDIA driver is present: NVML is not missing here")  # pragma: no cover

@@ -306,3 +306,18 @@ def test_a_jobs_nodes_are_one_retrain_in_unit_economics(tmp_path):
         )
     (row,) = unit_economics(ledger, Period()).to_dict("records")
     assert (row["model"], row["retrains"], row["total_usd"]) == ("m", 1, 60.0)
+
+
+def test_a_step_that_would_overspend_its_window_is_refused_before_it_starts(tmp_path, monkeypatch, simulated_gpu):
+    policy = tmp_path / "mlcost.toml"
+    policy.write_text('[[budgets.windows]]\nteam = "search"\nperiod = "day"\nusd = 1.0\n')
+    monkeypatch.setenv("MLCOST_POLICY", str(policy))
+    simulated_gpu("busy", devices=8)
+    # 8 H100s for up to 1 h project about $98, over the $1 window that has spent nothing yet
+    with (
+        pytest.raises(PreflightRefused, match="would overspend") as refused,
+        meter("train", gpus=8, gpu_type="H100", max_duration="1h", tags={"team": "search"}),
+    ):
+        pytest.fail("the body of a refused step must not run")
+    assert refused.value.limit_name == "budget_window"
+    assert refused.value.observed == pytest.approx(8 * H100)

@@ -89,14 +89,7 @@ _TWO_STEPS = textwrap.dedent("""
 """)
 
 
-def test_no_backend_and_no_driver_warns_once_per_process(tmp_path):
-    pynvml = pytest.importorskip("pynvml")
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        pass
-    else:  # pragma: no cover - only on a machine with a driver
-        pytest.skip("an NVIDIA driver is present")
+def test_no_backend_and_no_driver_warns_once_per_process(tmp_path, no_nvidia_driver):
     done = subprocess.run([sys.executable, "-c", _TWO_STEPS], capture_output=True, text=True, timeout=120,
                           env={**__import__("os").environ, "MLCOST_LEDGER": str(tmp_path / "l.db")})
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,6 @@ could not be delivered stays in the ledger as undelivered, and ``mlcost sync`` r
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import threading
 import time
@@ -141,10 +140,6 @@ def _redact(url: str) -> str:
 
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}/…"
-
-
-def to_json(alert: Alert) -> str:
-    return json.dumps(alert.body(), sort_keys=True)
 
 
 def retry_undelivered(

@@ -66,12 +66,14 @@ def test_periodic_flushes_and_the_final_log_share_one_run_on_the_given_server(tm
     import importlib
     import time
 
-    # the module that holds the meter is mlcost.metering
+    # the flush cadence lives in mlcost.checkpoints
     monkeypatch.setattr(importlib.import_module("mlcost.checkpoints"), "MLFLOW_FLUSH_EVERY_S", 0.1)
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     with meter("train", gpu_type="H100", interval=0.02, experiment="ranker", tracking_uri=uri) as m:
         deadline = time.monotonic() + 30
-        while not _runs(uri, "ranker") and time.monotonic() < deadline:  # a flush created the run
+        # a flush wrote the run: created first, then its figures and tags in one batch, so wait for
+        # the batch (the run alone can be seen between the two calls)
+        while not any("mlcost.status" in r.data.tags for r in _runs(uri, "ranker")) and time.monotonic() < deadline:
             time.sleep(0.05)
         (flushed,) = _runs(uri, "ranker")
         assert flushed.info.status == "RUNNING" and flushed.data.tags["mlcost.status"] == "running"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from mlcost.sinks.ledger import Ledger
 from mlcost.sinks.mlflow_reach import bounded_http, probe, redact, sink_key, unreachable_from
 from mlcost.sinks.mlflow_sink import log_step
+from mlcost.step import StepCost
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,18 @@ class SyncResult:
 
 def _is_missing_run(error: Exception) -> bool:
     return getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _update_job(step: StepCost, tracking_uri: str) -> None:
+    """A replayed node of a job across nodes: nest it under the job's parent run and recompute the
+    job's totals, as the live write would have (node 0's replay makes the parent when none exists).
+    Best effort: the node's own run is synced either way."""
+    from mlcost.sinks.mlflow_jobs import update_job_run
+
+    try:
+        update_job_run(step, tracking_uri=tracking_uri)
+    except Exception as e:
+        log.warning("mlcost sync: job %s: its MLflow parent run was not updated: %s", step.job_id, e)
 
 
 def sync(
@@ -83,6 +96,8 @@ def sync(
             else:
                 ledger.mark_synced(step.step_id, sink, run_id)
                 result.synced.append(step.step_id)
+                if step.job_id is not None and (step.nodes or 0) > 1:
+                    _update_job(step.model_copy(update={"mlflow_run_id": run_id}), tracking_uri)
             if on_step is not None:
                 on_step(i + 1, len(pending))
     return result

@@ -89,7 +89,7 @@ def _run_nodes(tmp_path: Path, ledger: str, ranks: list[tuple[int, int]], *, run
         for p in procs:
             stdout, stderr = p.communicate(timeout=300)
             assert p.returncode == 0, stderr
-            outs.append(json.loads(stdout.strip().splitlines()[-1]))
+            outs.append(json.loads(stdout.strip().splitlines()[-1]) | {"stderr": stderr})
         return outs
     finally:
         for p in procs:
@@ -124,7 +124,7 @@ def test_two_node_torchrun_job_is_billed_per_node_and_summed(tmp_path, pg_url):
                               filter_string="tags.`mlcost.job_id` = 'ft-42'")  # fmt: skip
     parents = [r for r in runs if r.data.tags.get("mlcost.kind") == "job"]
     children = [r for r in runs if r.data.tags.get("mlcost.kind") != "job"]
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 2, [node["stderr"] for node in (node0, node1)]
     (parent,) = parents
     assert parent.data.metrics["cost_usd"] == pytest.approx(job_total, rel=1e-9)
     assert parent.data.metrics["gpu_hours"] == pytest.approx(
@@ -134,6 +134,36 @@ def test_two_node_torchrun_job_is_billed_per_node_and_summed(tmp_path, pg_url):
     assert sorted(c.data.tags["mlcost.node_rank"] for c in children) == ["0", "1"]
     assert parent.info.status == "FINISHED"
     del mlflow
+
+
+def test_a_job_whose_nodes_missed_mlflow_gets_its_parent_run_from_sync(tmp_path):
+    """The tracking server was down while the job ran: both nodes' steps are only in the ledger.
+    ``mlcost sync`` logs each node's run and then makes the job's parent run with their sum, as the
+    live writes would have."""
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    with socket.socket() as s:  # a port nothing listens on: the nodes' MLflow writes are refused
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    ledger = str(tmp_path / "shared.db")
+    nodes = _run_nodes(tmp_path, ledger, [(0, 0), (1, 0)], run_s=0.5, budget=None, tracking_uri=down)
+    assert all(n["cost"]["mlflow_run_id"] is None for n in nodes)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cli = str(Path(sys.executable).with_name("mlcost"))
+    synced = subprocess.run([cli, "sync", "--ledger", ledger, "--tracking-uri", tracking],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert synced.returncode == 0, synced.stderr
+    client = MlflowClient(tracking)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string="tags.`mlcost.job_id` = 'ft-42'")  # fmt: skip
+    (parent,) = [r for r in runs if r.data.tags.get("mlcost.kind") == "job"]
+    children = [r for r in runs if r.data.tags.get("mlcost.kind") != "job"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id} and len(children) == 2
+    job_total = sum(n["cost"]["total_usd"] for n in nodes)
+    assert parent.data.metrics["cost_usd"] == pytest.approx(job_total, rel=1e-9)
+    assert parent.info.status == "FINISHED"
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite-shared-file"])

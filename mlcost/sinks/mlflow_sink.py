@@ -122,6 +122,24 @@ def find_dag_run_parent(client: Any, experiment_ids: list[str], run_key: str) ->
     return runs[0].info.run_id if runs else None
 
 
+def experiment_id_of(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created when there is none.
+
+    The nodes of a job, or the tasks of a DAG run, end together: two may both find no experiment
+    and both create it. The store refuses the second create (the name is unique), and that writer
+    takes the first one's experiment instead of losing its run."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except Exception:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
 def log_step(
     step: StepCost,
     series: dict[str, list[tuple[int, float]]] | None = None,
@@ -144,8 +162,7 @@ def log_step(
     own_run = run_id is None
     if own_run:
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-        exp = client.get_experiment_by_name(name)
-        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        experiment_id = experiment_id_of(client, name)
         existing = find_run(client, None, step.step_id)  # wherever an earlier attempt logged it
         if existing is not None:
             run_id = existing.info.run_id

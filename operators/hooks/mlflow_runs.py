@@ -117,10 +117,11 @@ class MlflowRunsHook(BaseHook):
         Two tasks starting at once may both create one; both then pick the oldest, so the tasks
         still end up under one parent (the other stays empty and is marked as a duplicate).
         """
+        from mlcost.sinks.mlflow_sink import experiment_id_of
+
         client = self.get_conn()
         name = self.experiment_name(experiment)
-        exp = client.get_experiment_by_name(name)
-        experiment_id = exp.experiment_id if exp else client.create_experiment(name)
+        experiment_id = experiment_id_of(client, name)
         found = self._parents(client, experiment_id, run_key)
         if not found:
             created = client.create_run(

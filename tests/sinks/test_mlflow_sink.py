@@ -60,6 +60,31 @@ def test_logging_into_the_callers_active_run(mlflow_uri, monkeypatch):
     assert "cost_usd" in data.metrics and data.tags["mlcost.telemetry"] == "none"
 
 
+def test_a_step_that_loses_the_race_to_create_the_experiment_logs_into_the_winners(mlflow_uri, monkeypatch):
+    """Two nodes of a job end together: both find no ``mlcost`` experiment, both create it, and the
+    store refuses the second. That step's run must still be logged, into the first one's experiment."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLCOST_GPU_BACKEND", "none")
+    real_lookup = MlflowClient.get_experiment_by_name
+    lookups = []
+
+    def lookup_while_another_node_creates_it(self, name):
+        lookups.append(name)
+        found = real_lookup(self, name)
+        if len(lookups) == 1:  # this node finds none, then the other node creates it
+            assert found is None
+            _client(mlflow_uri).create_experiment(name)
+        return found
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", lookup_while_another_node_creates_it)
+    with meter("train", gpus=1, gpu_type="L4", interval=0.02) as m:
+        pass
+    monkeypatch.undo()
+    (run,) = _runs(mlflow_uri)
+    assert m.cost.mlflow_run_id == run.info.run_id and "cost_usd" in run.data.metrics
+
+
 def test_periodic_flushes_and_the_final_log_share_one_run_on_the_given_server(tmp_path, simulated_gpu, monkeypatch):
     """A long step is flushed to MLflow while it runs; flushes and the end must land on the same
     run, in the step's experiment, on the server passed as ``tracking_uri`` (no env variable)."""

@@ -38,6 +38,8 @@ ENDPOINTS = {
 
 
 def rows_of(n: int, now: datetime) -> tuple[list[dict], list[dict]]:
+    from mlcost.ledger.schema import history_key
+
     rng = random.Random(7)
     teams = ["search", "ads", "vision", "nlp", "growth", "risk", "maps", "speech"]
     figures, records = [], []
@@ -60,6 +62,7 @@ def rows_of(n: int, now: datetime) -> tuple[list[dict], list[dict]]:
             "idle_fraction": idle / cost if cost else None, "host_cpu_mean_pct": 50.0, "telemetry": "simulated",
             "simulated": 1, "samples": 100, "heartbeat_at": start,
         })  # fmt: skip
+        figures[-1]["history_key"] = history_key(figures[-1])
         context = {"dag_id": dag, "task_id": f"task_{i % 12}", "run_id": run} if dag else {}
         records.append({"step_id": f"s{i:08d}", "record": json.dumps({"context": context, "mlflow_run_id": f"r{i}"})})
     order = sorted(range(n), key=lambda i: figures[i]["started_at"])  # a ledger grows in time order

@@ -39,6 +39,8 @@ _HOST = {"cpu_mean_pct": 312.5, "cpu_peak_pct": 790.0, "rss_peak_gb": 31.4, "cpu
 def synthetic_steps(rows: int) -> Iterator[tuple[dict[str, Any], str]]:
     """(figures, JSON record) of ``rows`` sealed steps: 500 recurring steps of 5 teams, ~0.1% of
     runs costing 5x (the anomalies to find)."""
+    from mlcost.ledger.schema import history_key
+
     rng = random.Random(7)
     names = [f"step{i:03d}" for i in range(500)]
     teams, workloads = ["search", "ads", "vision", "nlp", "growth"], ["training", "inference", "evaluation", "data"]
@@ -60,6 +62,7 @@ def synthetic_steps(rows: int) -> Iterator[tuple[dict[str, Any], str]]:
             "host_cpu_mean_pct": 50.0, "telemetry": "simulated", "simulated": 1, "samples": 100,
             "heartbeat_at": start,
         }  # fmt: skip
+        values["history_key"] = history_key(values)
         # the full record as the meter writes it (per-device usage, host, tags, context): ~2 KB
         record = json.dumps({
             **values, "devices": [{**_DEVICE, "index": d} for d in range(gpus)], "host": _HOST,
@@ -104,8 +107,11 @@ def build_ledger(spec: str, rows: int) -> None:
                 with cur.copy("COPY step_records (step_id, record) FROM STDIN") as rec:
                     for values, record in synthetic_steps(rows):
                         rec.write_row((values["step_id"], record))
-                cur.execute("ANALYZE")
             conn.commit()
+            # what autovacuum does to a live table: statistics, and the visibility map that lets the
+            # anomaly scan read its index alone
+            conn.autocommit = True
+            conn.execute("VACUUM ANALYZE")
     finally:
         raw.close()
 

@@ -58,7 +58,7 @@ def ledger_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 def figures_row(step: StepCost, heartbeat_at: str) -> tuple[dict[str, Any], str]:
     """The flat figures of ``step`` (for SQL) and its JSON record."""
-    from mlcost.ledger.schema import FIGURE_COLUMNS
+    from mlcost.ledger.schema import FIGURE_COLUMNS, history_key
 
     record = step.model_dump(mode="json")
     row = {k: record.get(k) for k in FIGURE_COLUMNS if k in record}
@@ -66,6 +66,7 @@ def figures_row(step: StepCost, heartbeat_at: str) -> tuple[dict[str, Any], str]
     row["host_cpu_mean_pct"] = step.host.cpu_mean_pct
     row["simulated"] = int(step.simulated)
     row["heartbeat_at"] = heartbeat_at
+    row["history_key"] = history_key(row)
     return row, json.dumps(record, separators=(",", ":"))
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, inspect, text
 from mlcost.errors import ConfigError
 
 VERSION_TABLE = "mlcost_schema_version"
-REVISIONS = ("0001", "0002", "0003")  # oldest first; a test checks these against the scripts
+REVISIONS = ("0001", "0002", "0003", "0004")  # oldest first; a test checks these against the scripts
 HEAD = REVISIONS[-1]
 SCRIPTS = Path(__file__).parent / "migrations"
 _LEDGER_TABLES = {"step_figures", "step_records", "series", "synced", VERSION_TABLE}

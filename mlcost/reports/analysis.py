@@ -272,19 +272,18 @@ def anomalies(
         rows = q.anomaly_scan(conn, history or Period(), period)
         if not rows:
             return pd.DataFrame(columns=cols)
-        # rows come in start order; a stable sort by group keeps that order within each group
-        groups: dict[str, int] = {}
-        codes = np.fromiter((groups.setdefault(r[1], len(groups)) for r in rows), dtype=np.int64, count=len(rows))
-        order = np.argsort(codes, kind="stable")
-        codes = codes[order]
-        ids = np.array([r[0] for r in rows], dtype=object)[order]
-        columns = {
-            "total_usd": np.array([r[2] for r in rows], dtype=float)[order],  # a NULL is NaN: no run
-            "gpu_hours": np.array([r[3] for r in rows], dtype=float)[order],
-        }
-        in_period = np.fromiter((r[4] for r in rows), dtype=np.int8, count=len(rows))[order]
+        # rows come grouped by history, in start order within one
+        with q.paused_gc():
+            ids, keys, totals, hours, flags = zip(*rows, strict=True)
         del rows
-        first = np.r_[0, np.flatnonzero(np.diff(codes)) + 1]  # where each group starts
+        codes = np.array(keys, dtype=np.int64)
+        columns = {
+            "total_usd": np.array(totals, dtype=float),  # a NULL is NaN: no run
+            "gpu_hours": np.array(hours, dtype=float),
+        }
+        in_period = np.array(flags, dtype=np.int8)
+        del keys, totals, hours, flags
+        first = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]  # where each history starts
         prior = np.arange(len(codes)) - np.repeat(first, np.diff(np.r_[first, len(codes)]))  # runs before
         candidates = np.flatnonzero((in_period == 1) & (prior >= min_history))
         flagged = []

@@ -333,8 +333,12 @@ def step_details(conn: sa.Connection, step_ids: Sequence[str]) -> list[dict[str,
     cols = [f.c[c] for c in ("step_id", *ANOMALY_KEYS, "started_at", "gpus", "duration_s", "gpu_type", "pricing",
                              "idle_fraction")]  # fmt: skip
     ids = list(step_ids)
+    stmt = sa.select(*cols).where(f.c.step_id.in_(sa.bindparam("ids", expanding=True)))  # compiled once
+    names = [c.name for c in cols]
     for i in range(0, len(ids), 900):  # under every driver's limit of bound parameters
-        out += _dicts(conn, sa.select(*cols).where(f.c.step_id.in_(ids[i : i + 900])))
+        result = conn.execute(stmt, {"ids": ids[i : i + 900]})
+        out += [dict(zip(names, row, strict=True)) for row in result.cursor.fetchall()]
+        result.close()
     return out
 
 

@@ -189,6 +189,35 @@ def test_a_run_is_compared_only_with_runs_before_it(ledger, mk):
     assert list(a.anomalies(ledger, ALL)["step_id"]) == [spike.step_id]
 
 
+def test_long_histories_flag_exactly_what_the_definition_flags(ledger, mk):
+    """Two histories of 120 runs each (past the 30-run window, where the report's fast path works),
+    noisy, with rises of every size: the report flags exactly the runs that the definition,
+    computed here by hand with ``statistics.median``, flags."""
+    import random
+    import statistics
+    from datetime import datetime, timedelta, timezone
+
+    rng = random.Random(11)
+    t0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    steps, expected = [], set()
+    for team in ("search", "ads"):
+        past: list[float] = []
+        for i in range(120):
+            cost = round(rng.uniform(9.0, 11.0) * (rng.choice([1.0, 1.0, 1.0, 1.06, 1.2, 3.0])), 4)
+            step = mk.step("nightly", cost, team=team, started=(t0 + timedelta(hours=i)).isoformat())
+            window = past[-a.ANOMALY_WINDOW :]
+            if len(window) >= a.ANOMALY_MIN_HISTORY:
+                med = statistics.median(window)
+                scale = max(statistics.median(abs(v - med) for v in window), 0.01 * abs(med))
+                if 0.6745 * (cost - med) / scale > a.ANOMALY_Z:
+                    expected.add(step.step_id)
+            past.append(cost)
+            steps.append(step)
+    mk.write(ledger, *steps)
+    flagged = a.anomalies(ledger, ALL)
+    assert len(expected) > 10 and set(flagged["step_id"]) == expected
+
+
 # issue 10 item 10: right-sizing by per-device utilisation; an idle step is idle ---------------------
 def test_fewer_gpus_when_one_of_four_visible_gpus_works(ledger, mk):
     four = 4 * 12.29

@@ -389,6 +389,7 @@ class Meter:
                     self._sampler.series(),
                     ledger=self.ledger,
                     timeout_s=self.mlflow_timeout_s,
+                    first_write=not self._checkpoints.flushed,
                     **self._mlflow_target(),
                 )
                 if run_id:

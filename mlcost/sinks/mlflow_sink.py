@@ -127,17 +127,29 @@ def experiment_id_of(client: Any, name: str) -> str:
 
     The nodes of a job, or the tasks of a DAG run, end together: two may both find no experiment
     and both create it. The store refuses the second create (the name is unique), and that writer
-    takes the first one's experiment instead of losing its run."""
+    takes the first one's experiment instead of losing its run.
+
+    The id is remembered for the process (per server): a task asks for it when it finds its DAG
+    run's parent run and again when it logs its step, one call to the server instead of two."""
+    key = (str(getattr(client, "tracking_uri", "")), name)
+    if key in _experiment_ids:
+        return _experiment_ids[key]
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        return str(exp.experiment_id)
-    try:
-        return str(client.create_experiment(name))
-    except Exception:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
+        found = str(exp.experiment_id)
+    else:
+        try:
+            found = str(client.create_experiment(name))
+        except Exception:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            found = str(exp.experiment_id)
+    _experiment_ids[key] = found
+    return found
+
+
+_experiment_ids: dict[tuple[str, str], str] = {}
 
 
 def log_step(
@@ -148,12 +160,15 @@ def log_step(
     run_id: str | None = None,
     parent_run_id: str | None = None,
     tracking_uri: str | None = None,
+    first_write: bool = False,
 ) -> str:
     """Write ``step`` to MLflow and return the run id.
 
     Into ``run_id`` when given (the caller's run: it is left open), else into the run already
     holding this step (a replay), else into a new run of ``experiment`` (default
-    ``$MLFLOW_EXPERIMENT_NAME`` or ``"mlcost"``), nested under ``parent_run_id``.
+    ``$MLFLOW_EXPERIMENT_NAME`` or ``"mlcost"``), nested under ``parent_run_id``. ``first_write``
+    says nothing of this step was ever sent (a short step's end, no periodic flush before it): no
+    run can hold it, and the search for one (two calls to the server) is skipped.
     """
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
@@ -163,7 +178,8 @@ def log_step(
     if own_run:
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
         experiment_id = experiment_id_of(client, name)
-        existing = find_run(client, None, step.step_id)  # wherever an earlier attempt logged it
+        # wherever an earlier attempt logged it
+        existing = None if first_write else find_run(client, None, step.step_id)
         if existing is not None:
             run_id = existing.info.run_id
             if names.COST_USD in existing.data.metrics and existing.info.status != "RUNNING":

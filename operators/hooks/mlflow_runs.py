@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 TAG_RUN_KEY = "mlcost.run_key"
 DEFAULT_EXPERIMENT = "mlcost"
+_experiment_of_run: dict[str, str] = {}  # DAG-run parent run id -> its experiment (run ids are unique)
 CONFIG_SECTION = "mlcost"
 CALL_TIMEOUT_S = 15.0
 """How long a task waits for one MLflow call of the operators (the meter's own bound is the same)."""
@@ -132,7 +133,9 @@ class MlflowRunsHook(BaseHook):
                 client.set_tag(created.info.run_id, "mlcost.duplicate_of", found[0].info.run_id)
                 client.set_terminated(created.info.run_id, status="KILLED")
             if not found:  # a store that does not see its own write yet
+                _experiment_of_run[created.info.run_id] = experiment_id
                 return created.info.run_id
+        _experiment_of_run[found[0].info.run_id] = experiment_id
         return found[0].info.run_id
 
     def find_dag_run_parent(self, run_key: str, *, experiment: str | None) -> str | None:
@@ -161,10 +164,11 @@ class MlflowRunsHook(BaseHook):
         from mlcost import names
 
         client = self.get_conn()
-        parent = client.get_run(parent_run_id)
+        # the parent's experiment, known when this process found the parent (one call fewer)
+        experiment_id = _experiment_of_run.get(parent_run_id) or client.get_run(parent_run_id).info.experiment_id
         escaped = run_key.replace("'", "\\'")
         children = client.search_runs(
-            [parent.info.experiment_id],
+            [experiment_id],
             filter_string=f"tags.`{TAG_RUN_KEY}` = '{escaped}' AND tags.`mlflow.parentRunId` = '{parent_run_id}'",
             max_results=5000,
         )

@@ -290,27 +290,76 @@ def rightsizing_groups(conn: sa.Connection, period: Period, idle_pct: float) -> 
 ANOMALY_KEYS = schema.HISTORY_DIMENSIONS  # name, team, project, model, workload
 
 
-def anomaly_scan(conn: sa.Connection, history: Period, period: Period) -> list[tuple[Any, ...]]:
-    """``(step_id, history_key, total_usd, gpu_hours, in_period)`` of every counted step in
-    ``history``, grouped by history (the step's name and tags: two teams' ``train`` steps are two
-    histories) and in start order within one (ties by step id).
+History = tuple[str, str, str, str | None]  # step ids, total_usd, gpu_hours, in-period flags
+ID_SEP = "\x1f"  # between step ids in a history's text (an id may hold a comma; never this)
 
-    Every column read is in the index ``steps_history``, in this order: the database reads the
-    index alone and sorts nothing. The history is an integer, not five texts, and the start time
-    is not sent (the order carries it): a million rows are a million small tuples."""
+
+def anomaly_scan(conn: sa.Connection, history: Period, period: Period) -> list[History]:
+    """Every counted step in ``history``, one row per history (the step's name and tags: two teams'
+    ``train`` steps are two histories), each column the history's runs in start order (ties by
+    step id) as text: step ids joined by :data:`ID_SEP`; ``total_usd``, ``gpu_hours`` and, for a
+    bounded ``period``, 1/0 for "in the period" joined by commas, NULL written ``nan``.
+
+    A million runs come back as a few hundred rows of text that numpy parses in one call each,
+    instead of a million tuples. The database reads the index ``steps_history`` alone (it holds
+    every column used, in this order) and sorts nothing. PostgreSQL orders each aggregate itself;
+    SQLite before 3.44 cannot, so there the order is the index's, and the plan is checked to be
+    that scan (:func:`_sqlite_in_index_order`) before it is relied on."""
     f = figures
-    flag = sa.case((in_period(period), 1), else_=0) if period.bounded else sa.literal(1)
+    order = (f.c.started_at, f.c.step_id)
+    flag = sa.case((in_period(period), "1"), else_="0")
+    parts: list[Any] = [
+        (f.c.step_id, ID_SEP),
+        (sa.func.coalesce(sa.cast(f.c.total_usd, sa.Text), "nan"), ","),
+        (sa.func.coalesce(sa.cast(f.c.gpu_hours, sa.Text), "nan"), ","),
+    ]
+    if period.bounded:
+        parts.append((flag, ","))
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        cols = [sa.func.string_agg(e, aggregate_order_by(sa.literal(sep), *order)) for e, sep in parts]
+    else:
+        # SQLite casts a REAL to text with 15 significant digits: far finer than a z-score needs
+        cols = [sa.func.group_concat(e, sep) for e, sep in parts]
+    stmt = sa.select(*cols).where(counted(), in_period(history)).group_by(f.c.history_key)
+    if conn.dialect.name != "postgresql" and not _sqlite_in_index_order(conn, stmt):
+        return _histories_from_rows(conn, history, period)
+    rows = conn.execute(stmt).all()
+    return [(r[0], r[1], r[2], r[3] if period.bounded else None) for r in rows]
+
+
+def _sqlite_in_index_order(conn: sa.Connection, stmt: Any) -> bool:
+    """Whether SQLite runs ``stmt`` as one scan of ``steps_history`` with nothing sorted: then each
+    group's rows are aggregated in the index's order (start time, step id)."""
+    sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
+    plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql.replace("%", "%%")))
+    return "COVERING INDEX steps_history" in plan and "TEMP B-TREE" not in plan
+
+
+def _histories_from_rows(conn: sa.Connection, history: Period, period: Period) -> list[History]:
+    """:func:`anomaly_scan`'s answer built from ordered rows, for a SQLite whose plan is not the
+    index scan (slower: a million tuples)."""
+    import itertools
+
+    f = figures
+    flag = sa.case((in_period(period), 1), else_=0)
     stmt = (
-        sa.select(f.c.step_id, f.c.history_key, f.c.total_usd, f.c.gpu_hours, flag.label("in_period"))
+        sa.select(f.c.history_key, f.c.step_id, f.c.total_usd, f.c.gpu_hours, flag)
         .where(counted(), in_period(history))
-        .order_by(f.c.history_key, f.c.started_at, f.c.step_id)
+        .order_by(f.c.history_key, *(f.c.started_at, f.c.step_id))
     )
-    result = conn.execute(stmt)
-    try:  # the driver's plain tuples: a million Row objects cost more than the scan
-        with paused_gc():
-            return result.cursor.fetchall()
-    finally:
-        result.close()
+    out: list[History] = []
+    with paused_gc():
+        for _, group in itertools.groupby(conn.execute(stmt).all(), key=lambda r: r[0]):
+            rows = list(group)
+
+            def text(i: int, rows: list[Any] = rows) -> str:
+                return ",".join("nan" if r[i] is None else repr(float(r[i])) for r in rows)
+
+            flags = ",".join(str(r[4]) for r in rows) if period.bounded else None
+            out.append((ID_SEP.join(r[1] for r in rows), text(2), text(3), flags))
+    return out
 
 
 @contextmanager

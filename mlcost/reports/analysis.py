@@ -269,22 +269,25 @@ def anomalies(
 
     cols = ["step_id", "name", "started_at", "metric", "value", "median", "z", "cause"]
     with q.reading(ledger) as conn:
-        rows = q.anomaly_scan(conn, history or Period(), period)
-        if not rows:
+        histories = q.anomaly_scan(conn, history or Period(), period)
+        if not histories:
             return pd.DataFrame(columns=cols)
-        # rows come grouped by history, in start order within one
-        with q.paused_gc():
-            ids, keys, totals, hours, flags = zip(*rows, strict=True)
-        del rows
-        codes = np.array(keys, dtype=np.int64)
+        # one history after another, each in start order
         columns = {
-            "total_usd": np.array(totals, dtype=float),  # a NULL is NaN: no run
-            "gpu_hours": np.array(hours, dtype=float),
+            "total_usd": np.concatenate([np.fromstring(h[1], sep=",") for h in histories]),  # NULL: NaN, no run
+            "gpu_hours": np.concatenate([np.fromstring(h[2], sep=",") for h in histories]),
         }
-        in_period = np.array(flags, dtype=np.int8)
-        del keys, totals, hours, flags
-        first = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]  # where each history starts
-        prior = np.arange(len(codes)) - np.repeat(first, np.diff(np.r_[first, len(codes)]))  # runs before
+        sizes = np.array([h[0].count(q.ID_SEP) + 1 for h in histories])
+        starts = np.r_[0, np.cumsum(sizes)[:-1]]
+        if any(len(v) != sizes.sum() for v in columns.values()):  # a figure numpy could not read
+            raise ValueError("the ledger's anomaly scan returned figures that do not parse as numbers")
+        ids = _StepIds([h[0] for h in histories], starts)
+        in_period = (
+            np.concatenate([np.fromstring(h[3], sep=",", dtype=np.int8) for h in histories])
+            if histories[0][3] is not None
+            else np.ones(len(columns["total_usd"]), dtype=np.int8)
+        )
+        prior = np.arange(int(sizes.sum())) - np.repeat(starts, sizes)  # each run's runs before it
         candidates = np.flatnonzero((in_period == 1) & (prior >= min_history))
         flagged = []
         for metric, values in columns.items():
@@ -315,6 +318,24 @@ def anomalies(
     out["started_at"] = [r["started_at"] for r in rows_]
     out["cause"] = [_cause(info[ids[p]], _usual([info[ids[i]] for i in past[p]])) for p in positions]
     return out[cols].reset_index(drop=True)
+
+
+class _StepIds:
+    """The step id at a position of the concatenated histories; a history's ids are split from
+    its text only when one of them is asked for (most histories have no anomaly)."""
+
+    def __init__(self, texts: list[str], starts: Any) -> None:
+        self._texts, self._starts, self._split = texts, starts, {}
+
+    def __getitem__(self, position: Any) -> str:
+        import numpy as np
+
+        g = int(np.searchsorted(self._starts, position, side="right")) - 1
+        if g not in self._split:
+            from mlcost.ledger.queries import ID_SEP
+
+            self._split[g] = self._texts[g].split(ID_SEP)
+        return self._split[g][int(position) - int(self._starts[g])]
 
 
 def _could_be_anomalous(values: Any, rows: Any, prior: Any, window: int, z: float) -> Any:

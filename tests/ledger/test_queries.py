@@ -157,3 +157,30 @@ def test_a_bound_on_the_second_includes_rows_stored_with_or_without_microseconds
         assert q.total_usd(conn, Period("2026-02-01")) == pytest.approx(7.0)  # since is inclusive
         assert q.total_usd(conn, Period(None, "2026-02-01")) == 0  # until is exclusive
         assert q.total_usd(conn, Period(None, "2026-02-01T00:00:00.000001+00:00")) == pytest.approx(3.0)
+
+
+def test_the_anomaly_scan_gives_each_history_in_start_order_on_both_backends(ledger_spec, monkeypatch):
+    """Runs written out of order, two histories, a NULL figure and a bounded period: each history
+    comes back in start order (ties by step id), and on SQLite the fast path (the index's order) and
+    the plain ordered read agree."""
+    ledger = Ledger(ledger_spec)
+    starts = ["2026-01-03", "2026-01-01", "2026-01-02", "2026-01-02", "2026-01-05"]
+    for i, (day, step_id) in enumerate(zip(starts, ["c", "a", "b2", "b1", "e"], strict=True)):
+        ledger.write(_step(step_id, float(i + 1), started=f"{day}T10:00:00+00:00"))
+    ledger.write(_step("other", 7.0, name="eval"))
+    with ledger.store.begin() as conn:  # a step whose GPU-hours were not measured
+        conn.execute(update(step_figures).where(step_figures.c.step_id == "e").values(gpu_hours=None))
+    period = Period.parse(since="2026-01-02", until="2026-01-04")
+    with q.reading(ledger) as conn:
+        scan = sorted(q.anomaly_scan(conn, Period(), period))
+        if conn.dialect.name == "sqlite":
+            stmt_checked = []
+            real = q._sqlite_in_index_order
+            monkeypatch.setattr(q, "_sqlite_in_index_order", lambda c, s: stmt_checked.append(real(c, s)) and False)
+            assert sorted(q.anomaly_scan(conn, Period(), period)) == scan
+            assert stmt_checked == [True]  # the index's order is what the fast path relies on
+    train = next(h for h in scan if h[0].startswith("a"))
+    assert train[0].split(q.ID_SEP) == ["a", "b1", "b2", "c", "e"]
+    assert [float(v) for v in train[1].split(",")] == [2.0, 4.0, 3.0, 1.0, 5.0]
+    assert train[2].split(",")[-1].lower() == "nan"  # no GPU-hours: no run of that figure
+    assert train[3] == "0,1,1,1,0"

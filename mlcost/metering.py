@@ -68,6 +68,7 @@ class Meter:
         catalog: PriceCatalog | str | os.PathLike[str] | None = None,
         ledger: Ledger | str | os.PathLike[str] | None = None,
         backend: GpuBackend | None = None,
+        clock: Callable[[], float] | None = None,
         run_key: str | None = None,
         context: Mapping[str, str] | None = None,
         mlflow_run_id: str | None = None,
@@ -121,6 +122,7 @@ class Meter:
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
         self._requested_gpus, self._requested_type = gpus, gpu_type
         self._backend = backend
+        self._clock = clock  # the sampler's (a test's hand-driven one; the backend then shares it)
         self.run_key, self.context = run_key, dict(context or {})
         if nodes is not None:
             self.context.setdefault("nodes", str(nodes))  # the gate's max_nodes policy reads it
@@ -203,6 +205,7 @@ class Meter:
             idle_threshold_pct=self.limits.idle_threshold_pct,
             host=_host_sampler(),
             on_sample=self._on_sample,
+            **({"clock": self._clock} if self._clock is not None else {}),
         )
         self._sampler.open()  # finds the devices; no thread yet, nothing spent
         self._unit_price = self._resolve_price()

@@ -29,11 +29,23 @@ def _step_function_mean(rows, device, column, until):
     return total / until
 
 
-def test_util_energy_and_idle_match_the_trace_within_one_percent(tmp_path, simulated_gpu):
+def test_util_energy_and_idle_match_the_trace_within_one_percent(tmp_path):
+    """The whole meter (record, pricing, ledger) over the simulated driver, with the sampler and
+    the driver on one hand-driven clock: 300 samples 10 ms apart whatever the machine's load."""
+    from mlcost.telemetry.nvml import NvmlBackend
+    from mlcost.telemetry.simulated_nvml import SimulatedNVML
+    from mlcost.telemetry.traces import load_trace
+
     rows = [(0.0, 0, 90, 30, 500), (1.0, 0, 0, 30, 120), (2.0, 0, 60, 50, 400)]
-    simulated_gpu(_trace(tmp_path, rows), gpu="A100-80GB")
-    with meter("train", interval=0.01) as m:
-        time.sleep(3.0)
+    now = [1000.0]
+    driver = SimulatedNVML(load_trace(_trace(tmp_path, rows), gpu_type="A100-80GB", devices=1),
+                           gpu_type="A100-80GB", clock=lambda: now[0])  # fmt: skip
+    backend = NvmlBackend(nvml=driver, telemetry="simulated")
+    # a sampling thread that never wakes (an hour's interval): the test takes each sample itself
+    with meter("train", interval=3600, backend=backend, clock=lambda: now[0]) as m:
+        for _ in range(300):
+            now[0] += 0.01
+            m._sampler.sample_once()
     step = m.cost
     (device,) = step.devices
     duration = device.seconds

@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         tp, oh = r["throughput"], r["overhead"]
         print(f"{name:<12}{args.workers:>8}{tp['steps']:>7}{tp['steps_per_s']:>9.1f}"
               f"{oh['start_end_s'] * 1000:>14.1f}{oh['ledger_adds_ms']:>16.1f}")  # fmt: skip
+    if args.reader_rows:
+        print(f"\nreaders over {args.reader_rows:,} more steps (median of 3; target < 5 s each):")
+        for name, r in results.items():
+            print(f"  {name:<12} chargeback {r['chargeback_s']:.2f} s   anomalies {r['anomalies_s']:.2f} s")
     return 0
 
 

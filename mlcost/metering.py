@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlcost.checkpoints import Checkpoints
 from mlcost.errors import ConfigError, GuardrailBreached, PreflightRefused, UnknownGpuType
@@ -42,6 +42,9 @@ from mlcost.step import (
 from mlcost.telemetry.base import GpuBackend
 from mlcost.telemetry.sampler import Sampler
 from mlcost.usage import Usage
+
+if TYPE_CHECKING:
+    from mlcost.sinks.mlflow_open import RunOpener
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,7 +75,7 @@ class Meter:
         run_key: str | None = None,
         context: Mapping[str, str] | None = None,
         mlflow_run_id: str | None = None,
-        mlflow_parent_run_id: str | None = None,
+        mlflow_parent_run_id: str | Callable[[], str | None] | None = None,
         mlflow_timeout_s: float = 15.0,
         tracking_uri: str | None = None,
         options: MeterOptions | None = None,
@@ -127,7 +130,11 @@ class Meter:
         if nodes is not None:
             self.context.setdefault("nodes", str(nodes))  # the gate's max_nodes policy reads it
         self.live: LiveChecks | None = None  # made at start, when the node's GPUs are known
-        self.experiment, self.mlflow_run_id, self.mlflow_parent_run_id = experiment, mlflow_run_id, mlflow_parent_run_id
+        self.experiment, self.mlflow_run_id = experiment, mlflow_run_id
+        # a callable: the parent is looked up on the opener's thread, while the body runs
+        self._parent_lookup = mlflow_parent_run_id if callable(mlflow_parent_run_id) else None
+        self.mlflow_parent_run_id: str | None = None if callable(mlflow_parent_run_id) else mlflow_parent_run_id
+        self._opener: RunOpener | None = None
         self.mlflow_timeout_s = mlflow_timeout_s
         self.tracking_uri = tracking_uri  # default: MLflow's own (MLFLOW_TRACKING_URI)
         self.step_id = uuid.uuid4().hex
@@ -244,6 +251,11 @@ class Meter:
         # ~1 s the first time in a process, and a trace seen only at both ends of it is interpolated
         self._sampler.start_thread()
         self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
+        if self._mlflow_enabled() and self.mlflow_run_id is None:  # the step's own run, not the caller's
+            from mlcost.sinks.mlflow_open import RunOpener
+
+            self._opener = RunOpener(self._record(STATUS_RUNNING, self._sampler.usage()), parent=self._parent,
+                                     experiment=self.experiment, tracking_uri=self.tracking_uri)  # fmt: skip
         if self._sampler.usage().simulated:
             log.warning("mlcost: step %r runs on a SIMULATED GPU (MLCOST_GPU_BACKEND=simulated)", self.name)
         self._in_body = True  # from here a breach may interrupt: never inside __enter__, which has no __exit__
@@ -384,7 +396,8 @@ class Meter:
             step = self._with_spike(self._record(status, usage, error))
             self.cost = step
             self._write_ledger(step, series=self._sampler.series())
-            if mlflow_on:
+            opened = self._opener.wait(self.mlflow_timeout_s) if self._opener is not None else None
+            if mlflow_on and (self._opener is None or opened is not None or not self._opener.hung):
                 from mlcost.sinks.mlflow_sink import log_step_with_timeout
 
                 run_id = log_step_with_timeout(
@@ -392,7 +405,8 @@ class Meter:
                     self._sampler.series(),
                     ledger=self.ledger,
                     timeout_s=self.mlflow_timeout_s,
-                    first_write=not self._checkpoints.flushed,
+                    first_write=self._opener is None and not self._checkpoints.flushed,
+                    own_run_id=opened,
                     **self._mlflow_target(),
                 )
                 if run_id:
@@ -452,9 +466,16 @@ class Meter:
         return {
             "experiment": self.experiment,
             "run_id": self.mlflow_run_id,
-            "parent_run_id": self.mlflow_parent_run_id,
+            "parent_run_id": self._parent(),
             "tracking_uri": self.tracking_uri,
         }
+
+    def _parent(self) -> str | None:
+        """The MLflow run this step's run nests under: given, or looked up once (a DAG run's run)."""
+        if self._parent_lookup is not None:
+            lookup, self._parent_lookup = self._parent_lookup, None
+            self.mlflow_parent_run_id = lookup()
+        return self.mlflow_parent_run_id
 
     def _mlflow_enabled(self) -> bool:
         """MLflow is used when configured: a run to log into, an active run of the user's (only

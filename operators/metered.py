@@ -188,7 +188,8 @@ class MeteredOperator(BaseOperator):
             "try_number": str(ti.try_number),
             "map_index": str(getattr(ti, "map_index", -1)),
         }
-        parent = self._mlflow_parent(run_key, dag_id, run_id)
+        # the DAG run's MLflow run, looked up on the meter's opener thread while the body runs
+        parent = (lambda: self._mlflow_parent(run_key, dag_id, run_id)) if self._tracking_uri() else None
         try:
             # rendered templates are text ("40"); the rest was checked in __init__
             options = MeterOptions.parse(

@@ -1,6 +1,7 @@
 """The MLflow sink: one batched write per step, with the names of docs/architecture.md.
 
-Never a tracking-store call per sample: the whole step is one ``log_batch`` (chunked at MLflow's
+Never a tracking-store call per sample: the step's run is made as it starts (on a thread,
+:mod:`mlcost.sinks.mlflow_open`), and its figures are one ``log_batch`` (chunked at MLflow's
 1,000-metric limit) at the end, plus a small periodic flush for long steps. The tracking server may
 be down: the write runs on a thread the step waits for at most ``timeout_s``, and ``mlcost sync``
 later replays whatever the ledger holds that MLflow does not (idempotently, by ``mlcost.step_id``).
@@ -152,6 +153,20 @@ def experiment_id_of(client: Any, name: str) -> str:
 _experiment_ids: dict[tuple[str, str], str] = {}
 
 
+def create_step_run(client: Any, step: StepCost, *, experiment: str | None, parent_run_id: str | None) -> str:
+    """A new run for ``step`` (tagged with its id, so a replay finds it), nested under
+    ``parent_run_id`` or, for a replay of a DAG run's step, under that DAG run's run."""
+    name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    experiment_id = experiment_id_of(client, name)
+    start_tags = {names.TAG_STEP_ID: step.step_id}
+    if parent_run_id is None and step.run_key:  # a replay: nest it where the live write would have
+        parent_run_id = find_dag_run_parent(client, [experiment_id], step.run_key)
+    if parent_run_id:
+        start_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, start_time=_epoch_ms(step.started_at), tags=start_tags, run_name=step.name)
+    return str(run.info.run_id)
+
+
 def log_step(
     step: StepCost,
     series: dict[str, list[tuple[int, float]]] | None = None,
@@ -161,6 +176,7 @@ def log_step(
     parent_run_id: str | None = None,
     tracking_uri: str | None = None,
     first_write: bool = False,
+    own_run_id: str | None = None,
 ) -> str:
     """Write ``step`` to MLflow and return the run id.
 
@@ -168,16 +184,18 @@ def log_step(
     holding this step (a replay), else into a new run of ``experiment`` (default
     ``$MLFLOW_EXPERIMENT_NAME`` or ``"mlcost"``), nested under ``parent_run_id``. ``first_write``
     says nothing of this step was ever sent (a short step's end, no periodic flush before it): no
-    run can hold it, and the search for one (two calls to the server) is skipped.
+    run can hold it, and the search for one (two calls to the server) is skipped. ``own_run_id`` is
+    the run made for this step when it started (:class:`mlcost.sinks.mlflow_open.RunOpener`): the
+    figures go there and it is ended.
     """
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     own_run = run_id is None
-    if own_run:
-        name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-        experiment_id = experiment_id_of(client, name)
+    if own_run and own_run_id is not None:
+        run_id = own_run_id
+    elif own_run:
         # wherever an earlier attempt logged it
         existing = None if first_write else find_run(client, None, step.step_id)
         if existing is not None:
@@ -185,15 +203,7 @@ def log_step(
             if names.COST_USD in existing.data.metrics and existing.info.status != "RUNNING":
                 return run_id  # already complete: a replay adds nothing
         else:
-            start_tags = {names.TAG_STEP_ID: step.step_id}
-            if parent_run_id is None and step.run_key:  # a replay: nest it where the live write would have
-                parent_run_id = find_dag_run_parent(client, [experiment_id], step.run_key)
-            if parent_run_id:
-                start_tags["mlflow.parentRunId"] = parent_run_id
-            run = client.create_run(
-                experiment_id, start_time=_epoch_ms(step.started_at), tags=start_tags, run_name=step.name
-            )
-            run_id = run.info.run_id
+            run_id = create_step_run(client, step, experiment=experiment, parent_run_id=parent_run_id)
     assert run_id is not None
     ts = _epoch_ms(step.ended_at)
     metrics = [Metric(k, v, ts, 0) for k, v in step_metrics(step).items()]

@@ -47,8 +47,21 @@ def test_mlflow_outage_mid_run(fleet):
     fleet.wait_for_dag(DAG)
     run_id = fleet.trigger(DAG)
     run_key = run_key_for(DAG, run_id)
-    # every step has started (its row is in the ledger): each found the DAG run's MLflow run already
+    # every step has started (its row is in the ledger) and opened its MLflow run under the DAG run's
+    # run (on the meter's opener thread, while the body runs): then the server goes away
     fleet.wait(lambda: len(steps_of(fleet, run_key)) == len(TASKS), timeout=180, what="all four steps to start")
+    client = MlflowClient(tracking_uri=fleet.mlflow_url)
+
+    def opened() -> bool:
+        exp = client.get_experiment_by_name("mlcost")
+        if exp is None:
+            return False
+        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlcost.run_key` = '{run_key}'")
+        parents = {r.info.run_id for r in runs if r.data.tags.get(names.TAG_KIND) == names.KIND_DAG_RUN}
+        step_runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
+        return len([r for r in step_runs if r.data.tags.get("mlflow.parentRunId") in parents]) == len(TASKS)
+
+    fleet.wait(opened, timeout=120, what="all four steps' MLflow runs to be opened")
     fleet.stop_mlflow()
     try:
         run = fleet.wait_for_run(DAG, run_id)
@@ -76,7 +89,6 @@ def test_mlflow_outage_mid_run(fleet):
         again = sync_on(fleet, w)
         assert again.returncode == 0 and "Synced 0 steps" in again.stdout, again.stdout
 
-    client = MlflowClient(tracking_uri=fleet.mlflow_url)
     exp = client.get_experiment_by_name("mlcost")
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlcost.run_key` = '{run_key}'")
     parents = [r for r in runs if r.data.tags.get(names.TAG_KIND) == names.KIND_DAG_RUN]

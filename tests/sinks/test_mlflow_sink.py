@@ -60,6 +60,29 @@ def test_logging_into_the_callers_active_run(mlflow_uri, monkeypatch):
     assert "cost_usd" in data.metrics and data.tags["mlcost.telemetry"] == "none"
 
 
+def test_the_steps_run_is_opened_while_it_runs_and_completed_at_its_end(mlflow_uri, monkeypatch):
+    """The run is made on a thread as the step starts (its calls overlap the body instead of adding
+    to the end): it is there, RUNNING and nested under its parent, before the body ends; the end
+    fills that same run and ends it."""
+    import time
+
+    monkeypatch.setenv("MLCOST_GPU_BACKEND", "none")
+    client = _client(mlflow_uri)
+    parent = client.create_run(client.create_experiment("mlcost")).info.run_id
+    with meter("train", gpus=1, gpu_type="L4", interval=0.05, mlflow_parent_run_id=lambda: parent) as m:
+        deadline = time.monotonic() + 30
+        while not (during := [r for r in _runs(mlflow_uri) if r.info.run_id != parent]):
+            assert time.monotonic() < deadline, "the step's run was not opened while it ran"
+            time.sleep(0.05)
+        (opened,) = during
+        assert opened.info.status == "RUNNING" and opened.data.tags["mlflow.parentRunId"] == parent
+        assert opened.data.tags["mlcost.step_id"] == m.step_id and "cost_usd" not in opened.data.metrics
+    (done,) = [r for r in _runs(mlflow_uri) if r.info.run_id != parent]
+    assert done.info.run_id == opened.info.run_id == m.cost.mlflow_run_id
+    assert done.info.status == "FINISHED" and done.data.metrics["cost_usd"] == pytest.approx(m.cost.total_usd)
+    assert m.mlflow_parent_run_id == parent  # the lazy parent was looked up once
+
+
 def test_a_step_that_loses_the_race_to_create_the_experiment_logs_into_the_winners(mlflow_uri, monkeypatch):
     """Two nodes of a job end together: both find no ``mlcost`` experiment, both create it, and the
     store refuses the second. That step's run must still be logged, into the first one's experiment."""

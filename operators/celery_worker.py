@@ -45,6 +45,7 @@ PRELOAD = (
     "mlcost.ledger.outbox",
     "mlcost.ledger.runtime",
     "mlcost.sinks.mlflow_sink",
+    "mlcost.sinks.mlflow_open",
     "mlcost.sinks.mlflow_reach",
     "mlcost.step_alerts",
     "mlcost.windows",

@@ -13,7 +13,7 @@ Revises: 0003
 import sqlalchemy as sa
 from alembic import op
 
-from mlcost.ledger.schema import HISTORY_DIMENSIONS, HISTORY_INDEX, history_key
+from mlcost.ledger.schema import HISTORY_DIMENSIONS, HISTORY_INDEX, history_key, steps_view_sql
 
 revision = "0004"
 down_revision = "0003"
@@ -23,17 +23,8 @@ depends_on = None
 _BATCH = 10_000
 
 
-def _view(sqlite: bool) -> str:
-    rowid = "f.rowid AS rowid, " if sqlite else ""
-    return (
-        f"CREATE VIEW steps AS SELECT {rowid}f.*, r.record FROM step_figures f "
-        "LEFT JOIN step_records r ON r.step_id = f.step_id"
-    )
-
-
 def upgrade() -> None:
     conn = op.get_bind()
-    sqlite = conn.dialect.name == "sqlite"
     op.execute("DROP VIEW IF EXISTS steps")  # PostgreSQL expands f.* when the view is made
     op.add_column("step_figures", sa.Column("history_key", sa.BigInteger, nullable=True))
     figures = sa.table("step_figures", *(sa.column(c) for c in ("step_id", "history_key", *HISTORY_DIMENSIONS)))
@@ -45,12 +36,11 @@ def upgrade() -> None:
     while rows := conn.execute(pending.limit(_BATCH)).mappings().all():
         conn.execute(update, [{"b_step_id": r["step_id"], "b_key": history_key(dict(r))} for r in rows])
     op.create_index("steps_history", "step_figures", list(HISTORY_INDEX))
-    op.execute(_view(sqlite))
+    op.execute(steps_view_sql(conn.dialect.name))
 
 
 def downgrade() -> None:
-    sqlite = op.get_bind().dialect.name == "sqlite"
     op.execute("DROP VIEW steps")
     op.drop_index("steps_history", "step_figures")
     op.drop_column("step_figures", "history_key")
-    op.execute(_view(sqlite))
+    op.execute(steps_view_sql(op.get_bind().dialect.name))

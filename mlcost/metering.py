@@ -388,6 +388,7 @@ class Meter:
             if self._finalizing or self._sampler is None:
                 return None
             self._finalizing = True
+            self._checkpoints.stop(self.mlflow_timeout_s)  # no checkpoint races the sealed row
             usage = self._sampler.stop()  # joins the sampler thread: no flush starts after this
             self._checkpoints.join(self.mlflow_timeout_s)
             # Which MLflow run the step is meant for is settled before the ledger's sealed write, so

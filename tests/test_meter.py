@@ -226,3 +226,27 @@ def test_a_sigterm_while_the_step_is_being_recorded_leaves_that_record(simulated
         sampler.stop = interrupted_stop
     assert reentered == [None]
     assert m.cost.status == "succeeded" and [s.status for s in Ledger().steps()] == ["succeeded"]
+
+
+def test_a_step_sampled_once_an_hour_still_checkpoints(monkeypatch, simulated_gpu):
+    """Checkpoints have their own thread: a step whose sampler wakes once an hour still refreshes its
+    ledger row (its heartbeat), so it never reads as lost while it runs."""
+    from sqlalchemy import select
+
+    from mlcost.ledger.schema import effective_status, step_figures
+
+    monkeypatch.setattr("mlcost.checkpoints.CHECKPOINT_EVERY_S", 0.1)
+    simulated_gpu("busy")
+    beats = set()
+    with meter("slow", gpus=1, gpu_type="H100", interval=3600) as m:
+        deadline = time.monotonic() + 60
+        while len(beats) < 3:  # the start row's heartbeat, then two checkpoints
+            assert time.monotonic() < deadline, f"the row was refreshed {len(beats) - 1} times"
+            with Ledger().store.connect() as conn:
+                row = conn.execute(select(step_figures.c.heartbeat_at, effective_status().label("status"))
+                                   .where(step_figures.c.step_id == m.step_id)).first()  # fmt: skip
+            if row is not None:
+                assert row.status == "running"
+                beats.add(row.heartbeat_at)
+            time.sleep(0.05)
+    assert m.cost.status == "succeeded" and Ledger().steps()[0].status == "succeeded"

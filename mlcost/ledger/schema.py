@@ -48,8 +48,8 @@ STATUS_LOST = "lost"
 ENV_LOST_AFTER = "MLCOST_LOST_AFTER_S"
 LOST_AFTER_S = 600.0
 """A running row whose heartbeat is older than this (seconds) is ``lost``. A step checkpoints every
-30 s (``mlcost.checkpoints.CHECKPOINT_EVERY_S``), or after each sample when its ``interval`` is longer;
-ten minutes is twenty missed checkpoints. ``$MLCOST_LOST_AFTER_S`` overrides it."""
+30 s (``mlcost.checkpoints.CHECKPOINT_EVERY_S``, on a thread of its own, whatever the sampling
+interval); ten minutes is twenty missed checkpoints. ``$MLCOST_LOST_AFTER_S`` overrides it."""
 
 metadata = MetaData()
 

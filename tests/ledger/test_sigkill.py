@@ -18,8 +18,8 @@ from mlcost.ledger.schema import effective_status, step_figures
 
 CHILD = """
 import time
-import mlcost, mlcost.metering
-mlcost.metering.CHECKPOINT_EVERY_S = 0.2  # checkpoints come fast, so the test need not wait 30 s
+import mlcost, mlcost.checkpoints
+mlcost.checkpoints.CHECKPOINT_EVERY_S = 0.2  # checkpoints come fast, so the test need not wait 30 s
 with mlcost.meter("doomed", gpus=1, gpu_type="H100", interval=0.05, tags={"team": "search"}):
     while True:
         time.sleep(0.05)

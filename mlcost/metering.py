@@ -398,7 +398,15 @@ class Meter:
             self.cost = step
             self._write_ledger(step, series=self._sampler.series())
             opened = self._opener.wait(self.mlflow_timeout_s) if self._opener is not None else None
-            if mlflow_on and (self._opener is None or opened is not None or not self._opener.hung):
+            if opened is not None and self.mlflow_run_id is not None:
+                # the body started a run of its own and left it active: the cost goes there, as it
+                # always has, and the run opened for the step is removed
+                self._opener.discard(tracking_uri=self.tracking_uri)  # type: ignore[union-attr]
+                opened = None
+            if mlflow_on and self._opener is not None and self._opener.hung:
+                log.warning("mlcost: MLflow did not answer within %.0fs; step %s is in the ledger %s, run "
+                            "`mlcost sync` later", self.mlflow_timeout_s, self.step_id, self.ledger.path)  # fmt: skip
+            elif mlflow_on:
                 from mlcost.sinks.mlflow_sink import log_step_with_timeout
 
                 run_id = log_step_with_timeout(

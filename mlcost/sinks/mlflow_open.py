@@ -59,6 +59,18 @@ class RunOpener:
         self._thread.join(timeout_s)
         return self.run_id
 
+    def discard(self, *, tracking_uri: str | None) -> None:
+        """Delete the opened run (best effort): the step's cost went to another run."""
+        if self.run_id is None:
+            return
+        try:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=tracking_uri).delete_run(self.run_id)
+        except Exception as e:
+            log.debug("mlcost: the unused MLflow run %s was not deleted: %s", self.run_id, e)
+        self.run_id = None
+
     @property
     def hung(self) -> bool:
         """Still waiting for the server after :meth:`wait`: the step's end does not wait again."""

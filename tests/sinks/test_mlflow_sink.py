@@ -83,6 +83,24 @@ def test_the_steps_run_is_opened_while_it_runs_and_completed_at_its_end(mlflow_u
     assert m.mlflow_parent_run_id == parent  # the lazy parent was looked up once
 
 
+def test_a_run_the_body_starts_and_leaves_active_gets_the_cost_and_no_empty_run_is_left(mlflow_uri, monkeypatch):
+    """The step's own run was opened as it started; then the body started a training run and left it
+    active. The cost goes to the training run, as before, and the opened run does not stay behind."""
+    import mlflow
+
+    monkeypatch.setenv("MLCOST_GPU_BACKEND", "none")
+    mlflow.set_tracking_uri(mlflow_uri)
+    try:
+        with meter("train", gpus=1, gpu_type="L4", interval=0.05) as m:
+            m._opener.wait(30)  # the step's own run exists before the body's
+            training = mlflow.start_run()
+    finally:
+        mlflow.end_run()
+    assert m.cost.mlflow_run_id == training.info.run_id
+    assert "cost_usd" in _client(mlflow_uri).get_run(training.info.run_id).data.metrics
+    assert _runs(mlflow_uri) == []  # the opened run in "mlcost" was removed
+
+
 def test_a_step_that_loses_the_race_to_create_the_experiment_logs_into_the_winners(mlflow_uri, monkeypatch):
     """Two nodes of a job end together: both find no ``mlcost`` experiment, both create it, and the
     store refuses the second. That step's run must still be logged, into the first one's experiment."""

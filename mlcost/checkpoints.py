@@ -75,11 +75,6 @@ class Checkpoints:
         )
         self._flush.start()
 
-    @property
-    def flushed(self) -> bool:
-        """Whether a periodic MLflow flush was started: the step may then have a run already."""
-        return self._flush is not None
-
     def join(self, timeout_s: float) -> None:
         """Wait for a flush in flight: its running figures must land before the step's final ones."""
         if self._flush is not None:

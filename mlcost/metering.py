@@ -250,13 +250,14 @@ class Meter:
         # sampling runs through the first ledger write: opening the store (engine, migrations) takes
         # ~1 s the first time in a process, and a trace seen only at both ends of it is interpolated
         self._sampler.start_thread()
-        self._write_ledger(self._record(STATUS_RUNNING, self._sampler.usage()))
+        running = self._record(STATUS_RUNNING, self._sampler.usage())
+        self._write_ledger(running)
         if self._mlflow_enabled() and self.mlflow_run_id is None:  # the step's own run, not the caller's
             from mlcost.sinks.mlflow_open import RunOpener
 
-            self._opener = RunOpener(self._record(STATUS_RUNNING, self._sampler.usage()), parent=self._parent,
-                                     experiment=self.experiment, tracking_uri=self.tracking_uri)  # fmt: skip
-        if self._sampler.usage().simulated:
+            self._opener = RunOpener(running, parent=self._parent, experiment=self.experiment,
+                                     tracking_uri=self.tracking_uri)  # fmt: skip
+        if running.simulated:
             log.warning("mlcost: step %r runs on a SIMULATED GPU (MLCOST_GPU_BACKEND=simulated)", self.name)
         self._in_body = True  # from here a breach may interrupt: never inside __enter__, which has no __exit__
         return self
@@ -414,7 +415,6 @@ class Meter:
                     self._sampler.series(),
                     ledger=self.ledger,
                     timeout_s=self.mlflow_timeout_s,
-                    first_write=self._opener is None and not self._checkpoints.flushed,
                     own_run_id=opened,
                     **self._mlflow_target(),
                 )

@@ -307,14 +307,13 @@ def anomaly_scan(conn: sa.Connection, history: Period, period: Period) -> list[H
     that scan (:func:`_sqlite_in_index_order`) before it is relied on."""
     f = figures
     order = (f.c.started_at, f.c.step_id)
-    flag = sa.case((in_period(period), "1"), else_="0")
     parts: list[Any] = [
         (f.c.step_id, ID_SEP),
         (sa.func.coalesce(sa.cast(f.c.total_usd, sa.Text), "nan"), ","),
         (sa.func.coalesce(sa.cast(f.c.gpu_hours, sa.Text), "nan"), ","),
     ]
     if period.bounded:
-        parts.append((flag, ","))
+        parts.append((sa.case((in_period(period), "1"), else_="0"), ","))
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import aggregate_order_by
 
@@ -347,18 +346,18 @@ def _histories_from_rows(conn: sa.Connection, history: Period, period: Period) -
     stmt = (
         sa.select(f.c.history_key, f.c.step_id, f.c.total_usd, f.c.gpu_hours, flag)
         .where(counted(), in_period(history))
-        .order_by(f.c.history_key, *(f.c.started_at, f.c.step_id))
+        .order_by(f.c.history_key, f.c.started_at, f.c.step_id)
     )
+
+    def joined(rows: list[Any], i: int) -> str:
+        return ",".join("nan" if r[i] is None else repr(float(r[i])) for r in rows)
+
     out: list[History] = []
     with paused_gc():
         for _, group in itertools.groupby(conn.execute(stmt).all(), key=lambda r: r[0]):
             rows = list(group)
-
-            def text(i: int, rows: list[Any] = rows) -> str:
-                return ",".join("nan" if r[i] is None else repr(float(r[i])) for r in rows)
-
             flags = ",".join(str(r[4]) for r in rows) if period.bounded else None
-            out.append((ID_SEP.join(r[1] for r in rows), text(2), text(3), flags))
+            out.append((ID_SEP.join(r[1] for r in rows), joined(rows, 2), joined(rows, 3), flags))
     return out
 
 

@@ -278,16 +278,17 @@ def anomalies(
             "gpu_hours": np.concatenate([np.fromstring(h[2], sep=",") for h in histories]),
         }
         sizes = np.array([h[0].count(q.ID_SEP) + 1 for h in histories])
+        runs = int(sizes.sum())
         starts = np.r_[0, np.cumsum(sizes)[:-1]]
-        if any(len(v) != sizes.sum() for v in columns.values()):  # a figure numpy could not read
+        if any(len(v) != runs for v in columns.values()):  # a figure numpy could not read
             raise ValueError("the ledger's anomaly scan returned figures that do not parse as numbers")
         ids = _StepIds([h[0] for h in histories], starts)
         in_period = (
             np.concatenate([np.fromstring(h[3], sep=",", dtype=np.int8) for h in histories])
             if histories[0][3] is not None
-            else np.ones(len(columns["total_usd"]), dtype=np.int8)
+            else np.ones(runs, dtype=np.int8)
         )
-        prior = np.arange(int(sizes.sum())) - np.repeat(starts, sizes)  # each run's runs before it
+        prior = np.arange(runs) - np.repeat(starts, sizes)  # each run's runs before it
         candidates = np.flatnonzero((in_period == 1) & (prior >= min_history))
         flagged = []
         for metric, values in columns.items():

@@ -38,14 +38,10 @@ class RunOpener:
     def _open(
         self, step: StepCost, parent: Callable[[], str | None], experiment: str | None, tracking_uri: str | None
     ) -> None:
-        from mlcost.sinks.mlflow_reach import probe, redact
-        from mlcost.sinks.mlflow_sink import create_step_run, target_uri
+        from mlcost.sinks.mlflow_sink import create_step_run, reachable_uri
 
         try:
-            uri = target_uri(tracking_uri)
-            reason = probe(uri, timeout_s=3.0, http=False)
-            if reason:
-                raise ConnectionError(f"tracking server {redact(uri)}: {reason}")
+            reachable_uri(tracking_uri)
             from mlflow.tracking import MlflowClient
 
             client = MlflowClient(tracking_uri=tracking_uri)

@@ -175,18 +175,15 @@ def log_step(
     run_id: str | None = None,
     parent_run_id: str | None = None,
     tracking_uri: str | None = None,
-    first_write: bool = False,
     own_run_id: str | None = None,
 ) -> str:
     """Write ``step`` to MLflow and return the run id.
 
     Into ``run_id`` when given (the caller's run: it is left open), else into the run already
     holding this step (a replay), else into a new run of ``experiment`` (default
-    ``$MLFLOW_EXPERIMENT_NAME`` or ``"mlcost"``), nested under ``parent_run_id``. ``first_write``
-    says nothing of this step was ever sent (a short step's end, no periodic flush before it): no
-    run can hold it, and the search for one (two calls to the server) is skipped. ``own_run_id`` is
+    ``$MLFLOW_EXPERIMENT_NAME`` or ``"mlcost"``), nested under ``parent_run_id``. ``own_run_id`` is
     the run made for this step when it started (:class:`mlcost.sinks.mlflow_open.RunOpener`): the
-    figures go there and it is ended.
+    figures go there and it is ended, with no search for it.
     """
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
@@ -196,8 +193,7 @@ def log_step(
     if own_run and own_run_id is not None:
         run_id = own_run_id
     elif own_run:
-        # wherever an earlier attempt logged it
-        existing = None if first_write else find_run(client, None, step.step_id)
+        existing = find_run(client, None, step.step_id)  # wherever an earlier attempt logged it
         if existing is not None:
             run_id = existing.info.run_id
             if names.COST_USD in existing.data.metrics and existing.info.status != "RUNNING":
@@ -215,6 +211,19 @@ def log_step(
     if own_run and step.status != STATUS_RUNNING:
         client.set_terminated(run_id, status=_RUN_STATUS.get(step.status, "FAILED"), end_time=ts)
     return run_id
+
+
+def reachable_uri(tracking_uri: str | None, *, timeout_s: float = 3.0) -> str:
+    """:func:`target_uri`, once a TCP connect to it succeeds (a SQLite file or a folder needs
+    none): a server that refuses connections raises ConnectionError at once, before MLflow's
+    client would retry it for minutes. Every write of a running or ending step checks this first."""
+    from mlcost.sinks.mlflow_reach import probe, redact
+
+    uri = target_uri(tracking_uri)
+    reason = probe(uri, timeout_s=timeout_s, http=False)
+    if reason:
+        raise ConnectionError(f"tracking server {redact(uri)}: {reason}")
+    return uri
 
 
 def target_uri(tracking_uri: str | None) -> str:
@@ -243,17 +252,14 @@ def log_step_with_timeout(
     refuses the connection is known at once (a TCP probe first), so only one that accepts and then
     hangs costs the timeout. What did not make it stays unsynced in the ledger for ``mlcost sync``,
     which the ledger notes per server (:func:`mlcost.sinks.mlflow_reach.sink_key`)."""
-    from mlcost.sinks.mlflow_reach import probe, redact, sink_key
+    from mlcost.sinks.mlflow_reach import sink_key
 
     result: dict[str, Any] = {}
     done = threading.Event()
 
     def work() -> None:
         try:
-            uri = target_uri(kwargs.get("tracking_uri"))
-            reason = probe(uri, timeout_s=min(timeout_s, 3.0), http=False)
-            if reason:
-                raise ConnectionError(f"tracking server {redact(uri)}: {reason}")
+            uri = reachable_uri(kwargs.get("tracking_uri"), timeout_s=min(timeout_s, 3.0))
             result["run_id"] = log_step(step, series, **kwargs)
             ledger.mark_synced(step.step_id, sink_key(uri), result["run_id"])
         except Exception as e:
@@ -286,13 +292,8 @@ def log_step_with_timeout(
 def flush_running(step: StepCost, **kwargs: Any) -> None:
     """The periodic flush of a long step: its figures so far, on its own run (best effort; skipped
     at once when the server refuses connections, so the step's end never waits on a flush)."""
-    from mlcost.sinks.mlflow_reach import probe
-
     try:
-        reason = probe(target_uri(kwargs.get("tracking_uri")), timeout_s=3.0, http=False)
-        if reason:
-            log.debug("mlcost: periodic MLflow flush skipped: %s", reason)
-            return
+        reachable_uri(kwargs.get("tracking_uri"))
         log_step(step, None, **kwargs)
     except Exception as e:
         log.debug("mlcost: periodic MLflow flush failed: %s", e)

@@ -24,6 +24,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -140,6 +141,36 @@ def _sqlite_engine(target: Target, readonly: bool, durable: bool = True) -> Engi
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return eng
+
+
+def _switch_to_wal(eng: Engine) -> None:
+    """Put a new SQLite ledger in WAL mode, whoever else is making it at the same moment.
+
+    The switch reads the file, then asks for its write lock while holding that read lock. When
+    another process holds the write lock then (eight workers starting on one new file), SQLite
+    answers SQLITE_BUSY at once rather than waiting out the busy timeout, since a reader waiting
+    for a writer can deadlock. So the loser waits here and asks again, within the same
+    :data:`SQLITE_BUSY_TIMEOUT_S`; once the winner has switched, the pragma is a no-op."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        raw = eng.raw_connection()  # outside a transaction: WAL cannot be switched in one
+        try:
+            raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            busy = getattr(e, "sqlite_errorname", "SQLITE_BUSY") == "SQLITE_BUSY" and "locked" in str(e)
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        finally:
+            raw.close()
+        _wait_for_peer(pause)
+        pause = min(pause * 2, 0.25)
+
+
+def _wait_for_peer(seconds: float) -> None:
+    """A pause while another process holds the file's write lock (a test's seam for that process)."""
+    time.sleep(seconds)
 
 
 def _clean(e: BaseException, target: Target) -> str:
@@ -268,11 +299,7 @@ class Store:
             if st.current:
                 return st
         if self.target.backend == SQLITE:
-            raw = self.engine.raw_connection()  # outside a transaction: WAL cannot be switched in one
-            try:
-                raw.driver_connection.execute("PRAGMA journal_mode=WAL")
-            finally:
-                raw.close()
+            _switch_to_wal(self.engine)
         with self.engine.begin() as conn:  # the write lock (BEGIN IMMEDIATE / advisory lock)
             if self.target.backend != SQLITE:
                 # a migration may build an index over millions of rows: no write-path timeouts here
@@ -298,7 +325,7 @@ class Store:
             yield
         except (ConfigError, LedgerUnavailable):
             raise
-        except DBAPIError as e:
+        except (DBAPIError, sqlite3.Error) as e:
             if self.target.backend == SQLITE:
                 raise ConfigError(
                     f"cannot use the ledger {self.target.masked}: {_clean(e, self.target)}",

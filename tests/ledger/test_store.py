@@ -176,3 +176,33 @@ def test_the_sqlite_file_is_plain_sqlite_in_wal_mode(tmp_path, make_step):
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("SELECT COUNT(*) FROM steps").fetchone() == (1,)
+
+
+def test_a_new_file_another_process_is_switching_to_wal_is_waited_for_not_refused(tmp_path, make_step, monkeypatch):
+    """Eight workers starting on one new file: a process asking to switch it to WAL while another
+    holds its write lock is answered SQLITE_BUSY at once (no busy timeout), which reached a step as
+    "database is locked". It must wait for the peer instead."""
+    from mlcost.ledger import store
+
+    path = tmp_path / "l.db"
+    peer = sqlite3.connect(path, isolation_level=None)  # another worker, mid-way through making the file
+    switch, paused = store._switch_to_wal, []
+
+    def peer_takes_the_write_lock_first(eng):
+        peer.execute("BEGIN IMMEDIATE")
+        return switch(eng)
+
+    def peer_finishes(seconds):  # our first try was refused: the peer commits, as it would
+        paused.append(seconds)
+        if peer.in_transaction:
+            peer.execute("COMMIT")
+
+    monkeypatch.setattr(store, "_switch_to_wal", peer_takes_the_write_lock_first)
+    monkeypatch.setattr(store, "_wait_for_peer", peer_finishes)
+    ledger = Ledger(path)
+    ledger.write(make_step(step_id="s1"))
+    peer.close()
+    assert paused  # it was refused once, and asked again
+    assert ledger.get("s1") is not None
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -152,6 +152,7 @@ def step_bars(name: str, rows: Sequence[dict[str, Any]], measure: str, *, width:
         y = 4 + i * (bar_h + gap)
         w = max(0.5, plot_w * r[measure] / vmax)
         who = f"{r['dag_id'] or '(no DAG)'}.{r['task_id'] or r['name']}"
+        who += f" ×{r['nodes']}" if r.get("nodes", 1) > 1 else ""
         mark = f" [{r['flag']}]" if r.get("flag") else ""
         colour = FLAG_COLOUR.get(r.get("flag") or "", PALETTE[0] if measure == "total_usd" else PALETTE[3])
         parts.append(_label(left, y, _short(who, 24)))

@@ -123,6 +123,8 @@ class StepRow(BaseModel):
     total_usd: float
     idle_usd: float
     gpus: int | None
+    job_id: str | None = Field(description="the multi-node job this step belongs to, else null")
+    nodes: int = Field(description="in the top lists, a job is one row, the sum of its `nodes` nodes")
     simulated: bool
     mlflow_run_id: str | None
     breach: str | None

@@ -120,6 +120,8 @@ def _steps_table(rows: Sequence[dict[str, Any]], link: Link, *, table_id: str) -
         where = escape(f"{r['dag_id'] or q.NO_DAG}.{r['task_id'] or r['name']}")
         if "airflow" in links:
             where = f'<a href="{escape(links["airflow"])}" target="_top">{where}</a>'
+        if r.get("nodes", 1) > 1:
+            where += f" <small>(job of {r['nodes']} nodes)</small>"
         mlflow = (
             f'<a href="{escape(links["mlflow"])}" target="_blank" rel="noopener">run</a>' if "mlflow" in links else ""
         )

@@ -26,6 +26,7 @@ from mlcost.errors import ConfigError
 from mlcost.ledger import queries
 from mlcost.ledger.schema import STATUS_LOST
 from mlcost.period import Period, parse_when
+from mlcost.step import STATUS_SUCCEEDED
 
 STEPS = queries.figures
 RECORDS = queries.records
@@ -317,24 +318,66 @@ def _step_columns() -> list[ColumnElement]:
     return [
         STEPS.c.step_id, STEPS.c.name, queries.status_of().label("status"), STEPS.c.started_at, STEPS.c.run_key,
         DAG_ID.label("dag_id"), TEAM.label("team"), STEPS.c.total_usd, STEPS.c.idle_usd, STEPS.c.gpus,
-        STEPS.c.simulated, REFUSED.label("refused"),
+        STEPS.c.simulated, REFUSED.label("refused"), STEPS.c.job_id,
     ]  # fmt: skip
 
 
 def top_steps(conn: Connection, f: Filters, *, order: str = "total", limit: int = 10) -> list[dict[str, Any]]:
     """The costliest steps (``order="total"``) or those that wasted most (``"idle"``), with what a
-    link to their MLflow run and Airflow task instance needs (read from the few records shown)."""
+    link to their MLflow run and Airflow task instance needs (read from the few records shown).
+
+    A job across nodes is one entry, the sum of its nodes (``nodes`` says how many), shown as its
+    lowest-ranked node: listed node by node, a 4-node job would rank below a 1-node step that cost
+    half as much, and fill the list four times over."""
     if order not in ("total", "idle"):
         raise ValueError(f"order must be total or idle, not {order!r}")
-    measure = STEPS.c.total_usd if order == "total" else STEPS.c.idle_usd
-    q = (
+    measure = func.coalesce(STEPS.c.total_usd if order == "total" else STEPS.c.idle_usd, 0)
+    single = (
         select(*_step_columns())
         .select_from(STEPS)
-        .where(f.where(), func.coalesce(measure, 0) > 0)
-        .order_by(func.coalesce(measure, 0).desc(), STEPS.c.step_id)
+        .where(f.where(), STEPS.c.job_id.is_(None), measure > 0)
+        .order_by(measure.desc(), STEPS.c.step_id)
         .limit(limit)
     )
-    return _with_records(conn, [dict(r) for r in conn.execute(q).mappings()])
+    rows = [dict(r) for r in conn.execute(single).mappings()]
+    job_sum = func.sum(measure)
+    jobs = (
+        select(STEPS.c.job_id)
+        .where(f.where(), STEPS.c.job_id.is_not(None))
+        .group_by(STEPS.c.job_id)
+        .having(job_sum > 0)
+        .order_by(job_sum.desc(), STEPS.c.job_id)
+        .limit(limit)
+    )
+    job_ids = list(conn.execute(jobs).scalars())
+    if job_ids:
+        nodes = (
+            select(*_step_columns())
+            .where(f.where(), STEPS.c.job_id.in_(job_ids))
+            .order_by(STEPS.c.job_id, STEPS.c.node_rank, STEPS.c.step_id)
+        )
+        rows += _jobs_folded(conn.execute(nodes).mappings())
+    key = "total_usd" if order == "total" else "idle_usd"
+    rows.sort(key=lambda r: (-float(r[key] or 0), r["step_id"]))
+    return _with_records(conn, rows[:limit])
+
+
+def _jobs_folded(node_rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """One row per job from its node rows (lowest rank first): the figures summed, the status the
+    first node's unless another node did not succeed (a job is as well as its worst node)."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for r in node_rows:
+        job = jobs.get(r["job_id"])
+        if job is None:
+            jobs[r["job_id"]] = {**r, "nodes": 1}
+            continue
+        job["nodes"] += 1
+        for name in ("total_usd", "idle_usd", "gpus"):
+            job[name] = (job[name] or 0) + (r[name] or 0)
+        job["simulated"] = max(job["simulated"] or 0, r["simulated"] or 0)
+        if job["status"] == STATUS_SUCCEEDED and r["status"] != STATUS_SUCCEEDED:
+            job["status"] = r["status"]
+    return list(jobs.values())
 
 
 def flagged_steps(conn: Connection, f: Filters, *, limit: int = 20) -> list[dict[str, Any]]:
@@ -374,6 +417,7 @@ def _with_records(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str
             task_id=ctx.get("task_id") or (r["name"] if r["dag_id"] else None),
             run_id=run_id,
             map_index=ctx.get("map_index", "-1"),
+            nodes=r.get("nodes", 1),
             mlflow_run_id=rec.get("mlflow_run_id"),
             breach=(rec.get("breach") or {}).get("message"),
         )

@@ -81,6 +81,26 @@ def test_a_scope_of_one_dag_narrows_every_query(view_ledger):
         assert v.totals(conn, nothing)["steps"] == 0 and v.cost_by(conn, "team", nothing) == []
 
 
+def test_a_job_across_nodes_is_one_top_entry_the_sum_of_its_nodes(view_ledger):
+    """Three nodes at $4 each are a $12 job: first in the list, once, not three $4 rows below a1."""
+    book = Ledger(view_ledger)
+    for rank, status in enumerate(("succeeded", "failed", "succeeded")):
+        book.write(_step(f"j{rank}", "dag.a", 4.0, 0.5, 5, job_id="ddp-1", node_rank=rank, nodes=3, status=status))
+    f = v.period_filters(v.EVERYTHING, period="all")
+    with reading(view_ledger) as conn:
+        top = v.top_steps(conn, f)
+        assert [(s["step_id"], s["nodes"]) for s in top[:3]] == [("j0", 3), ("a1", 1), ("a2", 1)]
+        job = top[0]
+        assert job["job_id"] == "ddp-1" and job["gpus"] == 3 and job["status"] == "failed"
+        assert (job["total_usd"], job["idle_usd"]) == (pytest.approx(12.0), pytest.approx(1.5))
+        assert [s["step_id"] for s in v.top_steps(conn, f, limit=1)] == ["j0"]
+        idle = [(s["step_id"], s["idle_usd"]) for s in v.top_steps(conn, f, order="idle")]
+        assert idle[:3] == [("b1", 3.0), ("a1", 2.0), ("j0", pytest.approx(1.5))]
+        assert sum(s["total_usd"] for s in top) == pytest.approx(v.totals(conn, f)["total_usd"])  # each step once
+        elsewhere = v.period_filters(v.DagScope(all_dags=False, dag_ids=frozenset({"dag_b"})), period="all")
+        assert [s["step_id"] for s in v.top_steps(conn, elsewhere)] == ["b1"]  # a job is in its DAG's scope
+
+
 def test_periods_parse_as_every_readers_since():
     f = v.period_filters(v.EVERYTHING, since="7d")
     assert f.name == "custom" and f.since is not None and f.until is None

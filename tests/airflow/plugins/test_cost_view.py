@@ -115,6 +115,21 @@ def test_groups_totals_and_idle_share_are_exact(client, token, three_dags):
     assert client.get("/mlcost/api/runs", params=ALL, headers=h).json()["runs"][0]["run_key"] == "airflow:d2/r1"
 
 
+def test_a_two_node_job_is_one_row_of_the_api_and_the_page(client, token, three_dags):
+    for rank in (0, 1):
+        node = _step(f"j{rank + 7}", "d2", "ddp", "ads", "ctr", 6.0, 1.0, job_id="ddp-7", node_rank=rank, nodes=2)
+        three_dags.write(node)
+    h = token("admin")
+    top = client.get("/mlcost/api/top-steps", params=ALL, headers=h).json()["steps"]
+    assert [(s["step_id"], s["job_id"], s["nodes"], s["total_usd"]) for s in top[:2]] == [
+        ("j7", "ddp-7", 2, 12.0),
+        ("s1", None, 1, 10.0),
+    ]
+    assert top[0]["gpus"] == 2 and top[0]["links"]["airflow"] == "/dags/d2/runs/r1/tasks/ddp"
+    page = client.get("/mlcost/", params=ALL, headers=h).text
+    assert page.count("(job of 2 nodes)") == 1  # once in the top-cost table, never node by node
+
+
 def test_bad_filters_are_a_400_that_names_the_value(client, token, three_dags):
     h = token("viewer")
     for params, word in (

@@ -185,8 +185,8 @@ class BudgetGateOperator(BaseOperator):
             parent_id = hook.find_dag_run_parent(run_key, experiment=self.experiment)
             if parent_id is None:
                 return
-            hook.get_conn().set_tag(parent_id, "mlcost.gate", "failed" if failed else "passed")
-            hook.update_parent_totals(parent_id, run_key, final_status="FAILED" if failed else "FINISHED")
+            hook.update_parent_totals(parent_id, run_key, final_status="FAILED" if failed else "FINISHED",
+                                      tags={"mlcost.gate": "failed" if failed else "passed"})  # fmt: skip
 
         bounded(close, "closing the DAG run's MLflow run")
 

@@ -109,17 +109,28 @@ def find_run(client: Any, experiment_ids: list[str] | None, step_id: str) -> Any
     return None
 
 
-def find_dag_run_parent(client: Any, experiment_ids: list[str], run_key: str) -> str | None:
-    """The run of the DAG run / pipeline run ``run_key`` (tagged ``mlcost.kind=dag_run``) that its steps
-    nest under, oldest first as the Airflow hook picks it; None when there is none."""
+DUPLICATE_OF = "mlcost.duplicate_of"
+"""Tag on a DAG run's parent run that lost to another made at the same time: the run it lost to."""
+
+
+def dag_run_parents(client: Any, experiment_ids: list[str], run_key: str, *, duplicates: bool = False) -> list[Any]:
+    """The runs of the DAG run / pipeline run ``run_key`` (tagged ``mlcost.kind=dag_run``), the one its
+    steps nest under first: the oldest start, then the lowest run id. Every reader sorts the same way
+    in Python, because a store's own tie-break for equal start times is its own. Runs marked
+    :data:`DUPLICATE_OF` are left out unless ``duplicates``."""
     escaped = run_key.replace("'", "\\'")
     runs = client.search_runs(
         experiment_ids,
         filter_string=f"tags.`mlcost.run_key` = '{escaped}' AND tags.`{names.TAG_KIND}` = '{names.KIND_DAG_RUN}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=10,
+        max_results=1000,
     )
-    runs = [r for r in runs if "mlcost.duplicate_of" not in r.data.tags]
+    runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+    return runs if duplicates else [r for r in runs if DUPLICATE_OF not in r.data.tags]
+
+
+def find_dag_run_parent(client: Any, experiment_ids: list[str], run_key: str) -> str | None:
+    """The run of the DAG run ``run_key`` that its steps nest under; None when there is none."""
+    runs = dag_run_parents(client, experiment_ids, run_key)
     return runs[0].info.run_id if runs else None
 
 

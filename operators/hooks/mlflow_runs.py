@@ -115,10 +115,12 @@ class MlflowRunsHook(BaseHook):
     def dag_run_parent(self, run_key: str, *, experiment: str | None, run_name: str, tags: dict[str, str]) -> str:
         """The id of the MLflow run of the DAG run ``run_key``, created by the first task that asks.
 
-        Two tasks starting at once may both create one; both then pick the oldest, so the tasks
-        still end up under one parent (the other stays empty and is marked as a duplicate).
+        Two tasks starting at once may both create one. Each then picks the oldest it sees, and marks
+        its own as a duplicate when that is another. A task can still pick differently from its peer
+        (its search ran before the peer's create landed, a create stamped earlier on the peer's clock);
+        :meth:`update_parent_totals` settles that as the tasks end.
         """
-        from mlcost.sinks.mlflow_sink import experiment_id_of
+        from mlcost.sinks.mlflow_sink import DUPLICATE_OF, experiment_id_of
 
         client = self.get_conn()
         name = self.experiment_name(experiment)
@@ -130,7 +132,7 @@ class MlflowRunsHook(BaseHook):
             )
             found = self._parents(client, experiment_id, run_key)
             if found and found[0].info.run_id != created.info.run_id:
-                client.set_tag(created.info.run_id, "mlcost.duplicate_of", found[0].info.run_id)
+                client.set_tag(created.info.run_id, DUPLICATE_OF, found[0].info.run_id)
                 client.set_terminated(created.info.run_id, status="KILLED")
             if not found:  # a store that does not see its own write yet
                 _experiment_of_run[created.info.run_id] = experiment_id
@@ -143,40 +145,68 @@ class MlflowRunsHook(BaseHook):
         client = self.get_conn()
         exp = client.get_experiment_by_name(self.experiment_name(experiment))
         found = self._parents(client, exp.experiment_id, run_key) if exp else []
+        if found:
+            _experiment_of_run[found[0].info.run_id] = exp.experiment_id
         return found[0].info.run_id if found else None
 
     @staticmethod
     def _parents(client: Any, experiment_id: str, run_key: str) -> list[Any]:
-        escaped = run_key.replace("'", "\\'")
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_RUN_KEY}` = '{escaped}' AND tags.`{TAG_KIND}` = '{KIND_DAG_RUN}'",
-            order_by=["attributes.start_time ASC"],
-            max_results=10,
-        )
-        return [r for r in runs if "mlcost.duplicate_of" not in r.data.tags]
+        from mlcost.sinks.mlflow_sink import dag_run_parents
 
-    def update_parent_totals(self, parent_run_id: str, run_key: str, *, final_status: str | None = None) -> dict:
-        """Sum the step runs of ``run_key`` onto the parent (``cost_usd``, ``idle_cost_usd``,
-        ``gpu_hours``, ``energy_kwh``), optionally ending it; returns the sums."""
-        from mlflow.entities import Metric
+        return dag_run_parents(client, [experiment_id], run_key)
+
+    def update_parent_totals(
+        self,
+        parent_run_id: str,
+        run_key: str,
+        *,
+        final_status: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> dict:
+        """Sum the step runs of ``run_key`` onto the DAG run's parent run (``cost_usd``,
+        ``idle_cost_usd``, ``gpu_hours``, ``energy_kwh``, ``steps``), with ``tags``, and end it with
+        ``final_status`` when given; returns the sums.
+
+        ``parent_run_id`` is the parent this task started under, but the sums go to the *settled* one:
+        of every parent the DAG run has, the oldest (start time, then run id). Two tasks that each made
+        a parent as they started may have picked different ones. Here every other parent is marked
+        ``mlcost.duplicate_of`` the settled one and ended, and the step runs nested under it move to
+        the settled one. Each task does this as it ends, after its own run is written, and the budget
+        gate does it last, so the DAG run ends with one parent holding every step, whatever the
+        interleaving. It costs no call more: the one search that finds the steps finds the parents.
+        """
+        from mlflow.entities import Metric, RunTag
 
         from mlcost import names
+        from mlcost.sinks.mlflow_sink import DUPLICATE_OF
 
         client = self.get_conn()
         # the parent's experiment, known when this process found the parent (one call fewer)
         experiment_id = _experiment_of_run.get(parent_run_id) or client.get_run(parent_run_id).info.experiment_id
         escaped = run_key.replace("'", "\\'")
-        children = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_RUN_KEY}` = '{escaped}' AND tags.`mlflow.parentRunId` = '{parent_run_id}'",
-            max_results=5000,
-        )
+        runs = client.search_runs([experiment_id], f"tags.`{TAG_RUN_KEY}` = '{escaped}'", max_results=5000)
+        parents = sorted((r for r in runs if r.data.tags.get(TAG_KIND) == KIND_DAG_RUN),
+                         key=lambda r: (r.info.start_time, r.info.run_id))  # fmt: skip
+        settled = parents[0].info.run_id if parents else parent_run_id
+        for loser in parents[1:]:
+            if loser.data.tags.get(DUPLICATE_OF) != settled:
+                client.set_tag(loser.info.run_id, DUPLICATE_OF, settled)
+            if loser.info.status == "RUNNING":
+                client.set_terminated(loser.info.run_id, status="KILLED")
+        losers = {p.info.run_id for p in parents[1:]}
+        children = []
+        for run in runs:
+            nested_under = run.data.tags.get("mlflow.parentRunId")
+            if nested_under in losers:
+                client.set_tag(run.info.run_id, "mlflow.parentRunId", settled)
+            if nested_under == settled or nested_under in losers:
+                children.append(run)
         keys = (names.COST_USD, names.IDLE_COST_USD, names.GPU_HOURS, names.ENERGY_KWH)
         sums = {k: sum(float(r.data.metrics.get(k, 0.0)) for r in children) for k in keys}
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in {**sums, "steps": float(len(children))}.items()]
-        client.log_batch(parent_run_id, metrics=metrics)  # one tracking-store call, not one per figure
+        # one tracking-store call, not one per figure
+        client.log_batch(settled, metrics=metrics, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
         if final_status:
-            client.set_terminated(parent_run_id, status=final_status)
+            client.set_terminated(settled, status=final_status)
         return sums

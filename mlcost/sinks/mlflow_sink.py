@@ -113,19 +113,22 @@ DUPLICATE_OF = "mlcost.duplicate_of"
 """Tag on a DAG run's parent run that lost to another made at the same time: the run it lost to."""
 
 
-def dag_run_parents(client: Any, experiment_ids: list[str], run_key: str, *, duplicates: bool = False) -> list[Any]:
-    """The runs of the DAG run / pipeline run ``run_key`` (tagged ``mlcost.kind=dag_run``), the one its
-    steps nest under first: the oldest start, then the lowest run id. Every reader sorts the same way
-    in Python, because a store's own tie-break for equal start times is its own. Runs marked
-    :data:`DUPLICATE_OF` are left out unless ``duplicates``."""
+def parent_order(run: Any) -> tuple[int, str]:
+    """The order in which a DAG run's parent runs win: the oldest start, then the lowest run id.
+    Every reader sorts by it in Python, because a store breaks ties of equal start times its own way."""
+    return (run.info.start_time, run.info.run_id)
+
+
+def dag_run_parents(client: Any, experiment_ids: list[str], run_key: str) -> list[Any]:
+    """The runs of the DAG run / pipeline run ``run_key`` (tagged ``mlcost.kind=dag_run``) not
+    marked :data:`DUPLICATE_OF`, in :func:`parent_order`: the first is the one its steps nest under."""
     escaped = run_key.replace("'", "\\'")
     runs = client.search_runs(
         experiment_ids,
         filter_string=f"tags.`mlcost.run_key` = '{escaped}' AND tags.`{names.TAG_KIND}` = '{names.KIND_DAG_RUN}'",
         max_results=1000,
     )
-    runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
-    return runs if duplicates else [r for r in runs if DUPLICATE_OF not in r.data.tags]
+    return sorted((r for r in runs if DUPLICATE_OF not in r.data.tags), key=parent_order)
 
 
 def find_dag_run_parent(client: Any, experiment_ids: list[str], run_key: str) -> str | None:

@@ -74,6 +74,7 @@ def spend_from_mlflow(run_key: str, tracking_uri: str | None, experiment: str | 
     from mlcost.operators.hooks.mlflow_runs import TAG_RUN_KEY, MlflowRunsHook
 
     from mlcost import names
+    from mlcost.sinks.mlflow_sink import tag_equals
 
     hook = MlflowRunsHook(tracking_uri=tracking_uri)
     client = hook.get_conn()
@@ -81,10 +82,7 @@ def spend_from_mlflow(run_key: str, tracking_uri: str | None, experiment: str | 
     spend = RunSpend(run_key)
     if exp is None:
         return spend
-    escaped = run_key.replace("'", "\\'")
-    runs = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{escaped}'", max_results=5000
-    )
+    runs = client.search_runs([exp.experiment_id], filter_string=tag_equals(TAG_RUN_KEY, run_key), max_results=5000)
     by_task: dict[str, float] = defaultdict(float)
     by_model: dict[str, float] = defaultdict(float)
     for run in runs:

@@ -52,15 +52,13 @@ def update_job_run(step: StepCost, *, tracking_uri: str | None = None, **_: Any)
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
+    from mlcost.sinks.mlflow_sink import parent_order, tag_equals
+
     assert step.job_id is not None and step.mlflow_run_id is not None
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = client.get_run(step.mlflow_run_id).info.experiment_id
-    job_filter = f"tags.`{names.TAG_JOB_ID}` = '{_quote(step.job_id)}'"
-    runs = client.search_runs([experiment_id], filter_string=job_filter, max_results=1000)
-    parents = sorted(
-        (r for r in runs if r.data.tags.get(names.TAG_KIND) == names.KIND_JOB),
-        key=lambda r: (r.info.start_time, r.info.run_id),
-    )
+    runs = client.search_runs([experiment_id], tag_equals(names.TAG_JOB_ID, step.job_id), max_results=1000)
+    parents = sorted((r for r in runs if r.data.tags.get(names.TAG_KIND) == names.KIND_JOB), key=parent_order)
     nodes = [r for r in runs if r.data.tags.get(names.TAG_KIND) != names.KIND_JOB]
     if parents:
         parent_id = parents[0].info.run_id
@@ -111,7 +109,3 @@ def log_job_with_timeout(step: StepCost, *, timeout_s: float, **kwargs: Any) -> 
         log.warning("mlcost: job %s: its MLflow parent run was not updated (%s)", step.job_id,
                     result.get("error", f"no answer within {timeout_s:.0f}s"))  # fmt: skip
     return result.get("run_id")
-
-
-def _quote(value: str) -> str:
-    return value.replace("'", "\\'")

@@ -97,11 +97,17 @@ def all_experiment_ids(client: Any) -> list[str]:
             return ids
 
 
+def tag_equals(tag: str, value: str) -> str:
+    """MLflow's search filter for runs whose tag ``tag`` is ``value`` (its quotes escaped)."""
+    escaped = value.replace("'", "\\'")
+    return f"tags.`{tag}` = '{escaped}'"
+
+
 def find_run(client: Any, experiment_ids: list[str] | None, step_id: str) -> Any | None:
     """The run holding step ``step_id`` (its ``mlcost.step_id`` tag), in ``experiment_ids`` or, when
     ``None``, in every experiment."""
     ids = experiment_ids if experiment_ids is not None else all_experiment_ids(client)
-    flt = f"tags.`{names.TAG_STEP_ID}` = '{step_id}'"
+    flt = tag_equals(names.TAG_STEP_ID, step_id)
     for i in range(0, len(ids), 100):  # a server may cap the experiments of one search
         runs = client.search_runs(ids[i : i + 100], filter_string=flt, max_results=1)
         if runs:
@@ -114,7 +120,7 @@ DUPLICATE_OF = "mlcost.duplicate_of"
 
 
 def parent_order(run: Any) -> tuple[int, str]:
-    """The order in which a DAG run's parent runs win: the oldest start, then the lowest run id.
+    """The order in which a DAG run's (or a job's) parent runs win: the oldest start, then the lowest run id.
     Every reader sorts by it in Python, because a store breaks ties of equal start times its own way."""
     return (run.info.start_time, run.info.run_id)
 
@@ -122,10 +128,9 @@ def parent_order(run: Any) -> tuple[int, str]:
 def dag_run_parents(client: Any, experiment_ids: list[str], run_key: str) -> list[Any]:
     """The runs of the DAG run / pipeline run ``run_key`` (tagged ``mlcost.kind=dag_run``) not
     marked :data:`DUPLICATE_OF`, in :func:`parent_order`: the first is the one its steps nest under."""
-    escaped = run_key.replace("'", "\\'")
     runs = client.search_runs(
         experiment_ids,
-        filter_string=f"tags.`mlcost.run_key` = '{escaped}' AND tags.`{names.TAG_KIND}` = '{names.KIND_DAG_RUN}'",
+        filter_string=f"{tag_equals('mlcost.run_key', run_key)} AND {tag_equals(names.TAG_KIND, names.KIND_DAG_RUN)}",
         max_results=1000,
     )
     return sorted((r for r in runs if DUPLICATE_OF not in r.data.tags), key=parent_order)

@@ -178,13 +178,12 @@ class MlflowRunsHook(BaseHook):
         from mlflow.entities import Metric, RunTag
 
         from mlcost import names
-        from mlcost.sinks.mlflow_sink import DUPLICATE_OF, parent_order
+        from mlcost.sinks.mlflow_sink import DUPLICATE_OF, parent_order, tag_equals
 
         client = self.get_conn()
         # the parent's experiment, known when this process found the parent (one call fewer)
         experiment_id = _experiment_of_run.get(parent_run_id) or client.get_run(parent_run_id).info.experiment_id
-        escaped = run_key.replace("'", "\\'")
-        runs = client.search_runs([experiment_id], f"tags.`{TAG_RUN_KEY}` = '{escaped}'", max_results=5000)
+        runs = client.search_runs([experiment_id], tag_equals(TAG_RUN_KEY, run_key), max_results=5000)
         parents = sorted((r for r in runs if r.data.tags.get(TAG_KIND) == KIND_DAG_RUN), key=parent_order)
         settled = parents[0].info.run_id if parents else parent_run_id
         for loser in parents[1:]:
